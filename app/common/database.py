@@ -1,0 +1,87 @@
+"""The async engine, sessions, and applying `database/schema.sql` to an empty database."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "database" / "schema.sql"
+SCHEMA_LOCK_ID = 0x41495452
+"""Advisory lock key ("AITR") held while the schema is applied, so concurrent starts agree."""
+
+CONNECT_TIMEOUT_SECONDS = 5.0
+"""A connection attempt to a database that is down fails after this long (then 503)."""
+
+
+def create_engine(database_url: str, *, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
+    """Create the engine for `database_url`.
+
+    `pool_pre_ping` tests each pooled connection before handing it out, so that after a database
+    restart no broken connection reaches a request; the connect timeout keeps an outage from
+    hanging requests.
+    """
+    return create_async_engine(
+        database_url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        pool_timeout=10,
+        connect_args={
+            "timeout": CONNECT_TIMEOUT_SECONDS,
+            "server_settings": {"application_name": "aitrace", "timezone": "UTC"},
+        },
+    )
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Create the factory of request sessions (objects stay readable after commit)."""
+    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+async def session_scope(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """Yield one session and roll back whatever the caller left uncommitted."""
+    async with sessionmaker() as session:
+        try:
+            yield session
+        finally:
+            if session.in_transaction():
+                await session.rollback()
+
+
+async def apply_schema_if_empty(engine: AsyncEngine, schema_sql: str | None = None) -> bool:
+    """Create the data model when the database has none of it yet.
+
+    Runs in one transaction under an advisory lock, so that several processes starting at once
+    apply it exactly once.
+
+    Returns:
+        True when the schema was applied, False when it was already there.
+    """
+    sql = schema_sql if schema_sql is not None else SCHEMA_PATH.read_text(encoding="utf-8")
+    async with engine.begin() as conn:
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_ID})
+        exists = (
+            await conn.execute(text("SELECT to_regclass('public.teams') IS NOT NULL"))
+        ).scalar()
+        if exists:
+            return False
+        raw = await conn.get_raw_connection()
+        await raw.driver_connection.execute(sql)  # type: ignore[union-attr]
+    logger.info("Applied database/schema.sql to an empty database")
+    return True
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """Run a trivial query; raises when the database does not answer."""
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))

@@ -1,0 +1,63 @@
+"""The page model and the `page`/`page_size` query parameters shared by every list."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Annotated, Generic, TypeVar
+
+from fastapi import Depends, Query
+from pydantic import BaseModel
+
+T = TypeVar("T")
+
+MAX_PAGE = 1_000_000
+"""Deepest page accepted; beyond it a client is walking the data wrongly (400)."""
+MAX_PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
+class PageParams:
+    """Validated paging input."""
+
+    page: int = 1
+    page_size: int = 20
+
+    @property
+    def offset(self) -> int:
+        """Rows to skip before this page."""
+        return (self.page - 1) * self.page_size
+
+
+def page_params(
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE, description="1-based page number")] = 1,
+    page_size: Annotated[
+        int, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page (1..100)")
+    ] = 20,
+) -> PageParams:
+    """Read `page` and `page_size`; out-of-range values are rejected with 400."""
+    return PageParams(page=page, page_size=page_size)
+
+
+PageDep = Annotated[PageParams, Depends(page_params)]
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list. A page past the end has empty `items`."""
+
+    items: list[T]
+    total: int
+    page: int
+    page_size: int
+    total_pages: int
+
+    @classmethod
+    def build(cls, items: list[T], total: int, params: PageParams) -> "Page[T]":
+        """Assemble a page from its items and the total count."""
+        return cls(
+            items=items,
+            total=total,
+            page=params.page,
+            page_size=params.page_size,
+            total_pages=math.ceil(total / params.page_size) if total else 0,
+        )

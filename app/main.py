@@ -1,0 +1,74 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from starlette.middleware.cors import CORSMiddleware
+
+from app.common.body_limit import BodyLimitMiddleware, body_limit_for
+from app.common.database import apply_schema_if_empty, create_engine, create_sessionmaker
+from app.common.exceptions import install_exception_handlers
+from app.common.openapi import error_responses, install_openapi
+from app.common.settings import ConfigurationError, Settings, get_settings
+from app.routes import health
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+
+DESCRIPTION = """Self-hosted backend for teams that build image datasets for vision models.
+
+Authenticate with the `access_token` cookie set by `POST /api/v1/auth/login`, or with
+`Authorization: Bearer <token>` from `POST /api/v1/auth/token`. Every error has the body
+`{"code", "message", "details?"}`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the application; the database engine is created in its lifespan."""
+    settings = settings or get_settings()
+    if settings.database_url is None:
+        raise ConfigurationError("DATABASE_URL is not set (start the service with `aitrace serve`)")
+    database_url = settings.database_url
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(database_url)
+        app.state.engine = engine
+        app.state.sessionmaker = create_sessionmaker(engine)
+        try:
+            await apply_schema_if_empty(engine)
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="AITrace API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        docs_url="/api/docs",
+        redoc_url="/api/redoc",
+        openapi_url="/api/openapi.json",
+        lifespan=lifespan,
+        responses=error_responses(500, 503),
+    )
+    app.state.settings = settings
+    install_exception_handlers(app)
+    install_openapi(app)
+    app.add_middleware(BodyLimitMiddleware, limit_for=body_limit_for(settings.import_max_bytes))
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=True,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
+    api = APIRouter(prefix=API_PREFIX)
+    api.include_router(health.router)
+    app.include_router(api)
+    return app

@@ -1,0 +1,81 @@
+"""The PostgreSQL the test session runs against: `TEST_DATABASE_URL`, or an embedded server."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+from app.common.database import apply_schema_if_empty, create_engine
+from app.common.embedded_db import start_embedded_database
+from app.common.settings import normalize_database_url
+
+TABLES = (
+    "dataset_rows",
+    "datasets",
+    "schema_fields",
+    "schemas",
+    "login_failures",
+    "users",
+    "teams",
+)
+
+
+def asyncpg_dsn(url: str) -> str:
+    """The plain `postgresql://` form of a SQLAlchemy URL, for asyncpg.connect."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _create_database(server_url: str, name: str) -> str:
+    admin = await asyncpg.connect(asyncpg_dsn(server_url))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    engine = create_engine(url)
+    try:
+        await apply_schema_if_empty(engine)
+    finally:
+        await engine.dispose()
+    return url
+
+
+async def _drop_database(server_url: str, name: str) -> None:
+    admin = await asyncpg.connect(asyncpg_dsn(server_url))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@contextmanager
+def fresh_database(server_url: str | None) -> Iterator[str]:
+    """Create a new database built from schema.sql on the given server (or an embedded one).
+
+    Yields:
+        The asyncpg SQLAlchemy URL of the new database; it is dropped afterwards.
+    """
+    embedded = None
+    workdir = None
+    if server_url is None:
+        workdir = tempfile.TemporaryDirectory(prefix="aitrace-test-")
+        embedded = start_embedded_database(Path(workdir.name))
+        server_url = embedded.url
+    server_url = normalize_database_url(server_url)
+    name = f"aitrace_test_{uuid.uuid4().hex[:12]}"
+    url = asyncio.run(_create_database(server_url, name))
+    try:
+        yield url
+    finally:
+        asyncio.run(_drop_database(server_url, name))
+        if embedded is not None:
+            embedded.stop()
+        if workdir is not None:
+            workdir.cleanup()

@@ -32,6 +32,7 @@ CREATE TABLE login_failures (
 );
 CREATE INDEX login_failures_email_idx ON login_failures (email, attempted_at);
 CREATE INDEX login_failures_client_idx ON login_failures (client_ip, attempted_at);
+CREATE INDEX login_failures_time_idx ON login_failures (attempted_at);
 
 CREATE TABLE schemas (
     id           UUID PRIMARY KEY,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 
 import pytest
 from fastapi import FastAPI
@@ -56,15 +57,23 @@ async def _truncate(app: FastAPI) -> None:
         await conn.execute(text(f"TRUNCATE {', '.join(TABLES)} CASCADE"))
 
 
-@pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    """The application with its lifespan running; the tables are emptied afterwards."""
+@asynccontextmanager
+async def running_app(settings: Settings, *, truncate: bool = True) -> AsyncIterator[FastAPI]:
+    """An application with its lifespan running; with `truncate`, the tables are emptied after."""
     application = create_app(settings)
     async with application.router.lifespan_context(application):
         try:
             yield application
         finally:
-            await _truncate(application)
+            if truncate:
+                await _truncate(application)
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """The application under test; the tables are emptied afterwards."""
+    async with running_app(settings) as application:
+        yield application
 
 
 def make_client(application: FastAPI) -> AsyncClient:

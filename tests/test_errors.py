@@ -183,6 +183,7 @@ async def test_openapi_documents_400_not_422(client: AsyncClient) -> None:
         for operation in path_item.values():
             assert "422" not in operation["responses"]
             assert operation.get("operationId")
+            assert operation.get("summary")
     docs = await client.get("/api/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
     redoc = await client.get("/api/redoc")

@@ -6,10 +6,17 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import APIKeyCookie, OAuth2PasswordBearer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.common.cookies import ACCESS_COOKIE
 from app.common.database import session_scope
+from app.common.exceptions import ForbiddenException, UnauthorizedException
 from app.common.settings import Settings
+from app.models.user import User
+from app.services import auth_service
+
+BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -26,3 +33,91 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+oauth2_scheme = OAuth2PasswordBearer(
+    tokenUrl="/api/v1/auth/token",
+    auto_error=False,
+    description="Bearer token from POST /api/v1/auth/token (SDKs, scripts, Swagger UI).",
+)
+cookie_scheme = APIKeyCookie(
+    name=ACCESS_COOKIE,
+    auto_error=False,
+    description="HTTP-only cookie set by POST /api/v1/auth/login (web clients).",
+)
+
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _origin_allowed(request: Request, settings: Settings) -> bool:
+    """A cookie-authenticated write must come from our own origin or a configured one."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    origin = origin.rstrip("/")
+    own_origin = f"{request.url.scheme}://{request.headers.get('host', '')}"
+    return origin == own_origin or origin in settings.cors_origins
+
+
+async def get_authenticated_user(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    bearer: Annotated[str | None, Depends(oauth2_scheme)],
+    cookie: Annotated[str | None, Depends(cookie_scheme)],
+) -> User:
+    """The caller, from `Authorization: Bearer` or else the login cookie (reset may be pending).
+
+    Raises:
+        UnauthorizedException: without valid credentials.
+        ForbiddenException: for a cookie-authenticated write from a foreign origin (CSRF).
+    """
+    token = bearer or cookie
+    if not token:
+        raise UnauthorizedException("Not authenticated", headers=BEARER_CHALLENGE)
+    if (
+        bearer is None
+        and request.method in UNSAFE_METHODS
+        and not _origin_allowed(request, settings)
+    ):
+        raise ForbiddenException("Cross-origin request refused")
+    try:
+        return await auth_service.user_for_token(session, token=token, secret=settings.secret())
+    except UnauthorizedException as error:
+        error.headers = BEARER_CHALLENGE
+        raise
+
+
+async def get_current_user(user: Annotated[User, Depends(get_authenticated_user)]) -> User:
+    """The caller, who must not have a password reset pending.
+
+    Raises:
+        ForbiddenException: while `must_reset_pwd` is true.
+    """
+    if user.must_reset_pwd:
+        raise ForbiddenException("Password reset required before using the API")
+    return user
+
+
+async def get_current_admin(user: Annotated[User, Depends(get_current_user)]) -> User:
+    """The caller, who must be an admin of their team.
+
+    Raises:
+        ForbiddenException: for the `user` role.
+    """
+    if user.role != "admin":
+        raise ForbiddenException("Admin role required")
+    return user
+
+
+AuthenticatedUser = Annotated[User, Depends(get_authenticated_user)]
+CurrentUser = Annotated[User, Depends(get_current_user)]
+AdminUser = Annotated[User, Depends(get_current_admin)]
+
+
+def client_address(request: Request) -> str:
+    """The peer address of the connection (proxy headers are not trusted)."""
+    return request.client.host if request.client else "unknown"
+
+
+ClientAddress = Annotated[str, Depends(client_address)]

@@ -30,8 +30,17 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+def _summary_from_docstring(operation: dict[str, Any]) -> None:
+    """Use the first line of the route's docstring as the summary, the rest as description."""
+    description = operation.get("description") or ""
+    first, _, rest = description.strip().partition("\n")
+    if first:
+        operation["summary"] = first.strip()
+        operation["description"] = rest.strip() or first.strip()
+
+
 def install_openapi(app: FastAPI) -> None:
-    """Replace FastAPI's 422 entries with the 400 the service really returns."""
+    """Finish the schema: docstring summaries, and the 400 the service returns instead of 422."""
 
     def build() -> dict[str, Any]:
         if app.openapi_schema:
@@ -45,6 +54,7 @@ def install_openapi(app: FastAPI) -> None:
         error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
         for path_item in schema.get("paths", {}).values():
             for operation in path_item.values():
+                _summary_from_docstring(operation)
                 responses = operation.get("responses", {})
                 if responses.pop("422", None) is not None and "400" not in responses:
                     responses["400"] = {

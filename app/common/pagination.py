@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Generic, Self, TypeVar
 
 from fastapi import Depends, Query
 from pydantic import BaseModel
@@ -52,7 +52,7 @@ class Page(BaseModel, Generic[T]):
     total_pages: int
 
     @classmethod
-    def build(cls, items: list[T], total: int, params: PageParams) -> "Page[T]":
+    def build(cls, items: list[T], total: int, params: PageParams) -> Self:
         """Assemble a page from its items and the total count."""
         return cls(
             items=items,

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlmodel import Field, SQLModel
 
+from app.common.validation import Name
 from app.models.base import RequestModel, id_field, timestamp_field
 
 
@@ -29,4 +30,4 @@ class TeamPublic(TeamBase):
 
 
 class TeamUpdate(RequestModel):
-    name: str = Field(min_length=1, max_length=100)
+    name: Name

@@ -9,7 +9,9 @@ from typing import Literal
 from sqlalchemy import String
 from sqlmodel import Field, SQLModel
 
-from app.models.base import id_field, timestamp_field
+from app.common.pagination import Page
+from app.common.validation import Email, Password
+from app.models.base import RequestModel, id_field, timestamp_field
 
 Role = Literal["admin", "user"]
 
@@ -49,3 +51,30 @@ class LoginFailure(SQLModel, table=True):
     email: str = Field(max_length=254)
     client_ip: str = Field(max_length=64)
     attempted_at: datetime = timestamp_field()
+
+
+class UserCreate(RequestModel):
+    """An admin adds a member to their team; without `password` one is generated."""
+
+    email: Email
+    role: Role
+    password: Password | None = None
+
+
+class UserCreated(SQLModel):
+    """The new user and the initial password, shown this once."""
+
+    user: UserPublic
+    temp_password: str
+
+
+class UserUpdate(RequestModel):
+    role: Role
+
+
+class TempPassword(SQLModel):
+    temp_password: str
+
+
+class UserPage(Page[UserPublic]):
+    """A page of users."""

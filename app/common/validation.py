@@ -1,0 +1,59 @@
+"""Annotated input types shared by request models."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, StringConstraints
+
+_EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$")
+
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 128
+
+
+def _normalize_email(value: str) -> str:
+    value = value.strip().lower()
+    if not _EMAIL.fullmatch(value):
+        raise ValueError("Invalid email format")
+    return value
+
+
+def _reject_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Email = Annotated[
+    str,
+    Field(max_length=254, examples=["ada@example.com"]),
+    AfterValidator(_normalize_email),
+]
+"""An email address, stored lower-cased."""
+
+LoginEmail = Annotated[str, Field(min_length=1, max_length=254), AfterValidator(str.lower)]
+"""An email as typed at login: not format-checked, so a typo is a plain 401."""
+
+Password = Annotated[
+    str,
+    Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH),
+    AfterValidator(_reject_nul),
+]
+"""A new password: 8..128 characters."""
+
+AnyPassword = Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)]
+"""A password being checked against a stored hash."""
+
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    AfterValidator(_reject_nul),
+]
+"""A display name: 1..100 characters after trimming, no NUL."""
+
+Description = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=500), AfterValidator(_reject_nul)
+]
+"""A free-text description of at most 500 characters."""

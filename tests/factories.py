@@ -1,0 +1,110 @@
+"""Test data built through the public API, as a client would build it."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from httpx import AsyncClient
+
+DEFAULT_PASSWORD = "correct-horse-battery"
+
+
+def unique_email(prefix: str = "user") -> str:
+    """An email no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}@example.com"
+
+
+@dataclass
+class Account:
+    """A logged-in user: its id, team, credentials and bearer headers."""
+
+    id: str
+    team_id: str
+    email: str
+    password: str
+    role: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+async def bearer_token(client: AsyncClient, email: str, password: str) -> str:
+    """Log in through the OAuth2 token endpoint and return the bearer token."""
+    response = await client.post(
+        "/api/v1/auth/token", data={"username": email, "password": password}
+    )
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
+async def setup_instance(client: AsyncClient, **overrides: Any) -> Account:
+    """Run first-run setup and return the first admin, logged in."""
+    body = {"email": unique_email("admin"), "password": DEFAULT_PASSWORD, **overrides}
+    response = await client.post("/api/v1/setup/init", json=body)
+    assert response.status_code == 201, response.text
+    result = response.json()
+    client.cookies.clear()
+    token = await bearer_token(client, body["email"], body["password"])
+    return Account(
+        id=result["user_id"],
+        team_id=result["team_id"],
+        email=body["email"],
+        password=body["password"],
+        role="admin",
+        token=token,
+    )
+
+
+async def signup_team(client: AsyncClient, team_name: str = "Other Team") -> Account:
+    """Create another team through signup (the app must have SIGNUP_ENABLED)."""
+    body = {"email": unique_email("owner"), "password": DEFAULT_PASSWORD, "team_name": team_name}
+    response = await client.post("/api/v1/auth/signup", json=body)
+    assert response.status_code == 201, response.text
+    user = response.json()["user"]
+    client.cookies.clear()
+    token = await bearer_token(client, body["email"], body["password"])
+    return Account(
+        id=user["id"],
+        team_id=user["team_id"],
+        email=body["email"],
+        password=body["password"],
+        role="admin",
+        token=token,
+    )
+
+
+async def add_member(
+    client: AsyncClient, admin: Account, role: str = "user", *, activate: bool = True
+) -> Account:
+    """Have `admin` create a user; with `activate`, the user also completes the first-login reset."""
+    email = unique_email(role)
+    response = await client.post(
+        "/api/v1/users", json={"email": email, "role": role}, headers=admin.headers
+    )
+    assert response.status_code == 201, response.text
+    created = response.json()
+    password = created["temp_password"]
+    token = await bearer_token(client, email, password)
+    if activate:
+        reset = await client.post(
+            "/api/v1/auth/reset-password",
+            json={"new_password": DEFAULT_PASSWORD},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert reset.status_code == 200, reset.text
+        client.cookies.clear()
+        password = DEFAULT_PASSWORD
+        token = await bearer_token(client, email, password)
+    return Account(
+        id=created["user"]["id"],
+        team_id=created["user"]["team_id"],
+        email=email,
+        password=password,
+        role=role,
+        token=token,
+    )

@@ -1,0 +1,54 @@
+"""Small assertions and database look-ups shared by the tests."""
+
+from __future__ import annotations
+
+from http.cookies import SimpleCookie
+from typing import Any
+
+from fastapi import FastAPI
+from httpx import Response
+from sqlalchemy import text
+
+
+def assert_error(response: Response, status: int, code: str) -> dict[str, Any]:
+    """Assert the error status and code, and return the body."""
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert body["code"] == code, body
+    assert isinstance(body["message"], str) and body["message"]
+    return body
+
+
+def cookie_attributes(response: Response, name: str = "access_token") -> dict[str, Any]:
+    """The attributes of the cookie `name` set by `response` (lower-cased keys)."""
+    for header in response.headers.get_list("set-cookie"):
+        parsed = SimpleCookie()
+        parsed.load(header)
+        if name in parsed:
+            morsel = parsed[name]
+            attributes: dict[str, Any] = {"value": morsel.value}
+            attributes.update({key: value for key, value in morsel.items() if value})
+            lowered = header.lower()
+            attributes["httponly"] = "httponly" in lowered
+            attributes["secure"] = "secure" in lowered
+            return attributes
+    raise AssertionError(f"no {name} cookie set")
+
+
+async def fetch_all(app: FastAPI, sql: str, **params: Any) -> list[dict[str, Any]]:
+    """Run a read query straight on the database (to check what is stored)."""
+    async with app.state.engine.connect() as conn:
+        result = await conn.execute(text(sql), params)
+        return [dict(row._mapping) for row in result]
+
+
+async def fetch_value(app: FastAPI, sql: str, **params: Any) -> Any:
+    """The single value a query returns."""
+    async with app.state.engine.connect() as conn:
+        return (await conn.execute(text(sql), params)).scalar()
+
+
+async def execute(app: FastAPI, sql: str, **params: Any) -> None:
+    """Run a write straight on the database (to set up a state the API cannot reach yet)."""
+    async with app.state.engine.begin() as conn:
+        await conn.execute(text(sql), params)

@@ -14,7 +14,7 @@ from app.common.database import apply_schema_if_empty, create_engine, create_ses
 from app.common.exceptions import install_exception_handlers
 from app.common.openapi import error_responses, install_openapi
 from app.common.settings import ConfigurationError, Settings, get_settings
-from app.routes import auth, health, setup, team, users
+from app.routes import auth, datasets, health, schemas, setup, team, users
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
         )
     api = APIRouter(prefix=API_PREFIX)
-    for module in (health, setup, auth, team, users):
+    for module in (health, setup, auth, team, users, schemas, datasets):
         api.include_router(module.router)
     app.include_router(api)
     return app

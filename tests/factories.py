@@ -108,3 +108,45 @@ async def add_member(
         role=role,
         token=token,
     )
+
+
+def field(name: str, type_: str, position: int, **extra: Any) -> dict[str, Any]:
+    """A field definition as a client sends it."""
+    return {"name": name, "type": type_, "position": position, **extra}
+
+
+SAMPLE_FIELDS = [
+    field("label", "enum", 0, required=True, config={"options": ["cat", "dog"]}),
+    field("confidence", "numeric", 1, config={"min": 0, "max": 1}),
+    field("note", "text", 2, config={"max_length": 50}),
+    field("verified", "boolean", 3, default_value="false"),
+]
+
+
+async def create_schema(
+    client: AsyncClient,
+    admin: Account,
+    *,
+    name: str | None = None,
+    fields: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Create a schema through the API and return its body."""
+    body = {
+        "name": name or f"Schema {uuid.uuid4().hex[:8]}",
+        "fields": SAMPLE_FIELDS if fields is None else fields,
+    }
+    response = await client.post("/api/v1/schemas", json=body, headers=admin.headers)
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def create_dataset(
+    client: AsyncClient, admin: Account, schema_id: str, *, name: str | None = None
+) -> dict[str, Any]:
+    """Create a dataset through the API and return its body."""
+    body = {"name": name or f"Dataset {uuid.uuid4().hex[:8]}", "schema_id": schema_id}
+    response = await client.post("/api/v1/datasets", json=body, headers=admin.headers)
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created

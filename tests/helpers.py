@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import uuid
 from http.cookies import SimpleCookie
 from typing import Any
 
@@ -52,3 +54,35 @@ async def execute(app: FastAPI, sql: str, **params: Any) -> None:
     """Run a write straight on the database (to set up a state the API cannot reach yet)."""
     async with app.state.engine.begin() as conn:
         await conn.execute(text(sql), params)
+
+
+async def insert_row(
+    app: FastAPI,
+    dataset_id: str,
+    data: dict[str, Any] | None = None,
+    *,
+    status: str = "pending",
+) -> uuid.UUID:
+    """Store a row directly (for states the rows API is not needed to build)."""
+    row_id = uuid.uuid4()
+    await execute(
+        app,
+        """INSERT INTO dataset_rows (id, dataset_id, image_url, image_hash, data, status,
+                                     created_at, updated_at)
+           VALUES (:id, :dataset, :url, md5(:seed), CAST(:data AS jsonb), :status, now(), now())""",
+        id=row_id,
+        dataset=uuid.UUID(dataset_id),
+        url=f"https://images.example/{row_id}.png",
+        seed=str(row_id),
+        data=json.dumps(data or {}),
+        status=status,
+    )
+    return row_id
+
+
+async def row_data(app: FastAPI, row_id: uuid.UUID) -> dict[str, Any]:
+    """The stored `data` of a row."""
+    value: dict[str, Any] = await fetch_value(
+        app, "SELECT data FROM dataset_rows WHERE id = :id", id=row_id
+    )
+    return value

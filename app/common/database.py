@@ -49,7 +49,10 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
 async def session_scope(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[AsyncSession]:
-    """Yield one session and roll back whatever the caller left uncommitted."""
+    """Yield one session and roll back whatever the caller left uncommitted.
+
+    Services raise without rolling back themselves; this rollback releases their locks.
+    """
     async with sessionmaker() as session:
         try:
             yield session

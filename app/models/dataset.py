@@ -8,7 +8,9 @@ from datetime import datetime
 from sqlalchemy import BigInteger
 from sqlmodel import Field, SQLModel
 
-from app.models.base import id_field, timestamp_field, user_ref_field
+from app.common.pagination import Page
+from app.common.validation import Description, Name
+from app.models.base import RequestModel, id_field, timestamp_field, user_ref_field
 
 
 class Dataset(SQLModel, table=True):
@@ -25,3 +27,34 @@ class Dataset(SQLModel, table=True):
     updated_by: uuid.UUID | None = user_ref_field()
     created_at: datetime = timestamp_field()
     updated_at: datetime = timestamp_field()
+
+
+class DatasetCreate(RequestModel):
+    name: Name
+    description: Description | None = None
+    schema_id: uuid.UUID
+
+
+class DatasetUpdate(RequestModel):
+    """Changes to a dataset; its schema cannot change."""
+
+    name: Name | None = None
+    description: Description | None = None
+
+
+class DatasetPublic(SQLModel):
+    id: uuid.UUID
+    name: str
+    description: str | None
+    schema_id: uuid.UUID
+    team_id: uuid.UUID
+    created_by: uuid.UUID | None
+    created_at: datetime
+    updated_by: uuid.UUID | None
+    updated_at: datetime
+    rows_count: int
+    pending_count: int
+
+
+class DatasetPage(Page[DatasetPublic]):
+    """A page of datasets."""

@@ -36,7 +36,6 @@ async def authenticate(session: AsyncSession, *, email: str, password: str, clie
     await login_throttle.lock_email(session, email)
     wait = await login_throttle.retry_after(session, email=email, client_ip=client_ip)
     if wait is not None:
-        await session.rollback()
         raise RateLimitedException(
             "Too many failed login attempts; try again later",
             headers={"Retry-After": str(wait)},

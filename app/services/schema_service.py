@@ -1,17 +1,240 @@
-"""Schemas and their fields."""
+"""Schemas and their typed fields, including evolution that keeps row values attached."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from typing import Any
 
+from sqlalchemy import bindparam, delete, exists, func, text
+from sqlalchemy.dialects.postgresql import ARRAY, TEXT
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.models.schema import Schema, SchemaField
+from app.common.db_errors import duplicates_as_errors
+from app.common.exceptions import (
+    ConflictException,
+    ErrorDetail,
+    NotFoundException,
+    ValidationException,
+)
+from app.common.pagination import PageParams
+from app.models.base import utcnow
+from app.models.dataset import Dataset
+from app.models.schema import (
+    FieldCreate,
+    FieldPublic,
+    FieldUpdate,
+    Schema,
+    SchemaCreate,
+    SchemaField,
+    SchemaPage,
+    SchemaPublic,
+    SchemaUpdate,
+)
+from app.models.user import User
+from app.services.field_types import FieldRule, FieldValueError, normalize_config, parse_text
 
 DEFAULT_SCHEMA_NAME = "Boolean Template"
 DEFAULT_SCHEMA_DESCRIPTION = (
     "Default template for boolean classification with predicted value, name, and description"
 )
+NAME_TAKEN = {"schemas_team_name_key": "A schema with this name already exists"}
+FOREIGN_KEY_VIOLATION = "23503"
+
+
+def rule_of(schema_field: SchemaField) -> FieldRule:
+    """The validation rule of a stored field."""
+    return FieldRule(
+        id=str(schema_field.id),
+        name=schema_field.name,
+        type=schema_field.type,
+        required=schema_field.required,
+        config=schema_field.config,
+        default_value=schema_field.default_value,
+    )
+
+
+def _field_error(index: int, name: str, message: str) -> ValidationException:
+    location = f"body.fields.{index}"
+    return ValidationException(
+        f"Field '{name}': {message}",
+        details=[ErrorDetail(field=location, message=message)],
+    )
+
+
+def _checked_definition(index: int, entry: FieldCreate) -> tuple[dict[str, Any], str | None]:
+    """Normalise one field's config and check its default value.
+
+    Returns:
+        The stored config and default value (`""` means no default).
+
+    Raises:
+        ValidationException: naming the field.
+    """
+    try:
+        config = normalize_config(entry.type, entry.config)
+        default = entry.default_value if entry.default_value not in (None, "") else None
+        if default is not None:
+            rule = FieldRule(id="", name=entry.name, type=entry.type, config=config)
+            try:
+                parse_text(rule, default)
+            except FieldValueError as error:
+                raise FieldValueError(f"default_value {error}") from None
+    except FieldValueError as error:
+        raise _field_error(index, entry.name, str(error)) from None
+    return config, default
+
+
+def _check_unique_names(entries: Sequence[FieldCreate]) -> None:
+    seen: set[str] = set()
+    for index, entry in enumerate(entries):
+        key = entry.name.lower()
+        if key in seen:
+            raise _field_error(index, entry.name, "another field has the same name")
+        seen.add(key)
+
+
+def _public(schema: Schema, fields: Sequence[SchemaField]) -> SchemaPublic:
+    ordered = sorted(fields, key=lambda item: (item.position, item.name.lower(), str(item.id)))
+    return SchemaPublic(
+        id=schema.id,
+        name=schema.name,
+        description=schema.description,
+        team_id=schema.team_id,
+        created_by=schema.created_by,
+        created_at=schema.created_at,
+        updated_by=schema.updated_by,
+        updated_at=schema.updated_at,
+        fields=[FieldPublic.model_validate(item, from_attributes=True) for item in ordered],
+    )
+
+
+async def _fields_of(session: AsyncSession, schema_ids: Sequence[uuid.UUID]) -> list[SchemaField]:
+    if not schema_ids:
+        return []
+    query = select(SchemaField).where(col(SchemaField.schema_id).in_(schema_ids))
+    return list((await session.exec(query)).all())
+
+
+async def get_schema_row(
+    session: AsyncSession, *, team_id: uuid.UUID, schema_id: uuid.UUID, lock: bool = False
+) -> Schema:
+    """The team's schema record (without fields); with `lock`, locked for update.
+
+    Raises:
+        NotFoundException: when no such schema is in this team.
+    """
+    query = select(Schema).where(Schema.id == schema_id, Schema.team_id == team_id)
+    if lock:
+        query = query.with_for_update()
+    schema = (await session.exec(query)).first()
+    if schema is None:
+        raise NotFoundException("Schema not found")
+    return schema
+
+
+async def get_fields(session: AsyncSession, *, schema_id: uuid.UUID) -> list[SchemaField]:
+    """The fields of a schema (already scoped by the caller), in position order."""
+    fields = await _fields_of(session, [schema_id])
+    return sorted(fields, key=lambda item: (item.position, item.name.lower(), str(item.id)))
+
+
+async def get_schema(
+    session: AsyncSession, *, team_id: uuid.UUID, schema_id: uuid.UUID
+) -> SchemaPublic:
+    """One schema of the team with its fields."""
+    schema = await get_schema_row(session, team_id=team_id, schema_id=schema_id)
+    return _public(schema, await _fields_of(session, [schema.id]))
+
+
+async def list_schemas(
+    session: AsyncSession, *, team_id: uuid.UUID, params: PageParams
+) -> SchemaPage:
+    """A page of the team's schemas ordered by name, each with its fields (three queries)."""
+    total = (
+        await session.exec(
+            select(func.count()).select_from(Schema).where(Schema.team_id == team_id)
+        )
+    ).one()
+    schemas = (
+        await session.exec(
+            select(Schema)
+            .where(Schema.team_id == team_id)
+            .order_by(func.lower(Schema.name), col(Schema.id))
+            .offset(params.offset)
+            .limit(params.page_size)
+        )
+    ).all()
+    fields = await _fields_of(session, [schema.id for schema in schemas])
+    by_schema: dict[uuid.UUID, list[SchemaField]] = {}
+    for item in fields:
+        by_schema.setdefault(item.schema_id, []).append(item)
+    items = [_public(schema, by_schema.get(schema.id, [])) for schema in schemas]
+    return SchemaPage.build(items, total, params)
+
+
+def _new_field(schema_id: uuid.UUID, index: int, entry: FieldCreate) -> SchemaField:
+    config, default = _checked_definition(index, entry)
+    return SchemaField(
+        schema_id=schema_id,
+        name=entry.name,
+        type=entry.type,
+        required=entry.required,
+        default_value=default,
+        position=entry.position,
+        config=config,
+    )
+
+
+def _copy_field(schema_id: uuid.UUID, source: SchemaField) -> SchemaField:
+    return SchemaField(
+        schema_id=schema_id,
+        name=source.name,
+        type=source.type,
+        required=source.required,
+        default_value=source.default_value,
+        position=source.position,
+        config=dict(source.config),
+    )
+
+
+async def create_schema(session: AsyncSession, *, user: User, data: SchemaCreate) -> SchemaPublic:
+    """Create a schema from a field list, or as a copy of another schema of the team.
+
+    Raises:
+        ValidationException: for an invalid field, or fields given together with a copy source.
+        NotFoundException: when the copy source is not a schema of this team.
+        DuplicateException: when the team already has a schema with this name (any case).
+    """
+    schema = Schema(
+        team_id=user.team_id,
+        name=data.name,
+        description=data.description,
+        created_by=user.id,
+        updated_by=user.id,
+    )
+    if data.copy_from_schema_id is not None:
+        if data.fields:
+            raise ValidationException.for_field(
+                "body.fields", "must be empty when copy_from_schema_id is given"
+            )
+        source = await get_schema_row(
+            session, team_id=user.team_id, schema_id=data.copy_from_schema_id
+        )
+        fields = [
+            _copy_field(schema.id, item) for item in await get_fields(session, schema_id=source.id)
+        ]
+    else:
+        _check_unique_names(data.fields)
+        fields = [_new_field(schema.id, index, entry) for index, entry in enumerate(data.fields)]
+    async with duplicates_as_errors(session, NAME_TAKEN):
+        session.add(schema)
+        await session.flush()
+        session.add_all(fields)
+        await session.commit()
+    return _public(schema, fields)
 
 
 async def add_default_schema(
@@ -27,20 +250,178 @@ async def add_default_schema(
     )
     session.add(schema)
     await session.flush()
-    fields = [
-        SchemaField(
-            schema_id=schema.id, name="predicted", type="boolean", required=True, position=0
-        ),
-        SchemaField(schema_id=schema.id, name="name", type="text", required=True, position=1),
-        SchemaField(
-            schema_id=schema.id,
-            name="description",
-            type="text",
-            required=False,
-            position=2,
-            config={"multiline": True},
-        ),
-    ]
-    session.add_all(fields)
+    session.add_all(
+        [
+            SchemaField(
+                schema_id=schema.id, name="predicted", type="boolean", required=True, position=0
+            ),
+            SchemaField(schema_id=schema.id, name="name", type="text", required=True, position=1),
+            SchemaField(
+                schema_id=schema.id,
+                name="description",
+                type="text",
+                required=False,
+                position=2,
+                config={"multiline": True},
+            ),
+        ]
+    )
     await session.flush()
     return schema
+
+
+def _match_fields(
+    existing: Sequence[SchemaField], entries: Sequence[FieldUpdate]
+) -> list[SchemaField | None]:
+    """Pair each entry with the existing field it updates: by `id`, or else by name.
+
+    Raises:
+        ValidationException: for an id that is not a field of this schema, or one used twice.
+    """
+    by_id = {item.id: item for item in existing}
+    claimed: set[uuid.UUID] = set()
+    matches: list[SchemaField | None] = [None] * len(entries)
+    for index, entry in enumerate(entries):
+        if entry.id is None:
+            continue
+        found = by_id.get(entry.id)
+        if found is None:
+            raise _field_error(index, entry.name, "id is not a field of this schema")
+        if found.id in claimed:
+            raise _field_error(index, entry.name, "id is used by another entry")
+        claimed.add(found.id)
+        matches[index] = found
+    by_name = {item.name.lower(): item for item in existing if item.id not in claimed}
+    for index, entry in enumerate(entries):
+        if entry.id is None:
+            found = by_name.pop(entry.name.lower(), None)
+            if found is not None:
+                claimed.add(found.id)
+                matches[index] = found
+    return matches
+
+
+async def _field_holds_values(
+    session: AsyncSession, *, schema_id: uuid.UUID, field_id: uuid.UUID
+) -> bool:
+    query = text("""SELECT EXISTS (
+               SELECT 1 FROM dataset_rows r JOIN datasets d ON d.id = r.dataset_id
+                WHERE d.schema_id = :schema_id AND r.data ? :field_id)""")
+    result = await session.exec(  # type: ignore[call-overload]
+        query.bindparams(schema_id=schema_id, field_id=str(field_id))
+    )
+    return bool(result.scalar())
+
+
+async def _remove_values(
+    session: AsyncSession, *, schema_id: uuid.UUID, field_ids: Sequence[uuid.UUID]
+) -> None:
+    """Delete the values of removed fields from every row of every dataset on the schema."""
+    if not field_ids:
+        return
+    statement = text("""UPDATE dataset_rows SET data = data - CAST(:keys AS text[])
+            WHERE dataset_id IN (SELECT id FROM datasets WHERE schema_id = :schema_id)
+              AND data ?| CAST(:keys AS text[])""").bindparams(bindparam("keys", type_=ARRAY(TEXT)))
+    await session.exec(  # type: ignore[call-overload]
+        statement.bindparams(schema_id=schema_id, keys=[str(item) for item in field_ids])
+    )
+
+
+async def _replace_fields(
+    session: AsyncSession, schema: Schema, entries: Sequence[FieldUpdate]
+) -> list[SchemaField]:
+    """Apply a complete new field list, keeping the ids of matched fields.
+
+    Raises:
+        ValidationException: for an invalid entry.
+        ConflictException: when a field holding values in some row would change type.
+    """
+    _check_unique_names(entries)
+    existing = await get_fields(session, schema_id=schema.id)
+    matches = _match_fields(existing, entries)
+    now = utcnow()
+    kept: list[SchemaField] = []
+    for index, (entry, match) in enumerate(zip(entries, matches)):
+        config, default = _checked_definition(index, entry)
+        if match is None:
+            continue
+        if match.type != entry.type and await _field_holds_values(
+            session, schema_id=schema.id, field_id=match.id
+        ):
+            raise ConflictException(
+                f"Field '{match.name}' holds values; remove it and add a new field instead of "
+                "changing its type"
+            )
+        match.name = f"~{match.id.hex}"
+        match.type, match.required, match.default_value = entry.type, entry.required, default
+        match.position, match.config, match.updated_at = entry.position, config, now
+        kept.append(match)
+    kept_ids = {item.id for item in kept}
+    removed = [item.id for item in existing if item.id not in kept_ids]
+    await _remove_values(session, schema_id=schema.id, field_ids=removed)
+    if removed:
+        await session.exec(delete(SchemaField).where(col(SchemaField.id).in_(removed)))
+    session.add_all(kept)
+    await session.flush()
+    result: list[SchemaField] = []
+    for index, (entry, match) in enumerate(zip(entries, matches)):
+        if match is None:
+            match = _new_field(schema.id, index, entry)
+        match.name = entry.name
+        session.add(match)
+        result.append(match)
+    await session.flush()
+    return result
+
+
+async def update_schema(
+    session: AsyncSession, *, user: User, schema_id: uuid.UUID, data: SchemaUpdate
+) -> SchemaPublic:
+    """Change a schema's name, description and (when given) its whole field list.
+
+    Field ids are stable: an entry with the id of one of this schema's fields, or else the
+    same name as an existing field, updates that field in place. Fields left out are removed,
+    with their values, from every row of every dataset using the schema, in this transaction.
+
+    Raises:
+        NotFoundException: when the schema is not in this team.
+        ValidationException: for an invalid field list.
+        ConflictException: when a field holding values would change type.
+        DuplicateException: when the new name is taken in the team.
+    """
+    schema = await get_schema_row(session, team_id=user.team_id, schema_id=schema_id, lock=True)
+    changes = data.model_dump(exclude_unset=True, exclude={"fields"})
+    if "name" in changes and changes["name"] is not None:
+        schema.name = changes["name"]
+    if "description" in changes:
+        schema.description = changes["description"]
+    async with duplicates_as_errors(session, NAME_TAKEN):
+        if data.fields is not None:
+            fields = await _replace_fields(session, schema, data.fields)
+        else:
+            fields = await get_fields(session, schema_id=schema.id)
+        schema.updated_by, schema.updated_at = user.id, utcnow()
+        session.add(schema)
+        await session.commit()
+    return _public(schema, fields)
+
+
+async def delete_schema(session: AsyncSession, *, team_id: uuid.UUID, schema_id: uuid.UUID) -> None:
+    """Delete a schema and its fields.
+
+    Raises:
+        NotFoundException: when the schema is not in this team.
+        ConflictException: while any dataset uses it.
+    """
+    schema = await get_schema_row(session, team_id=team_id, schema_id=schema_id, lock=True)
+    in_use = (await session.exec(select(exists().where(col(Dataset.schema_id) == schema.id)))).one()
+    if in_use:
+        raise ConflictException("The schema is used by a dataset")
+    try:
+        await session.delete(schema)
+        await session.commit()
+    except IntegrityError as error:
+        await session.rollback()
+        if getattr(error.orig, "sqlstate", None) == FOREIGN_KEY_VIOLATION:
+            raise ConflictException("The schema is used by a dataset") from None
+        raise

@@ -30,7 +30,6 @@ async def initialize(session: AsyncSession, data: SetupInit) -> tuple[Team, User
     """
     await session.exec(_SETUP_LOCK)  # type: ignore[call-overload]
     if not await needs_setup(session):
-        await session.rollback()
         raise ConflictException("Setup has already been completed")
     return await team_service.create_team_with_admin(
         session, team_name=data.team_name, email=data.email, password=data.password

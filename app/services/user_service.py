@@ -92,7 +92,6 @@ async def _count_admins(session: AsyncSession, team_id: uuid.UUID) -> int:
 
 async def _ensure_not_last_admin(session: AsyncSession, user: User) -> None:
     if user.role == "admin" and await _count_admins(session, user.team_id) <= 1:
-        await session.rollback()
         raise ConflictException("The team must keep at least one admin")
 
 

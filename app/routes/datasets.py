@@ -1,0 +1,90 @@
+"""Datasets of the caller's team (writes are admin-only)."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Response
+
+from app.common.dependencies import AdminUser, CurrentUser, SessionDep
+from app.common.openapi import error_responses
+from app.common.pagination import PageDep
+from app.models.dataset import DatasetCreate, DatasetPage, DatasetPublic, DatasetUpdate
+from app.services import dataset_service
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+
+@router.get(
+    "",
+    operation_id="datasets-list",
+    response_model=DatasetPage,
+    responses=error_responses(400, 401, 403),
+)
+async def list_datasets(user: CurrentUser, session: SessionDep, params: PageDep) -> DatasetPage:
+    """A page of the team's datasets, newest first, with exact row counts."""
+    return await dataset_service.list_datasets(session, team_id=user.team_id, params=params)
+
+
+@router.get(
+    "/{dataset_id}",
+    operation_id="datasets-get",
+    response_model=DatasetPublic,
+    responses=error_responses(400, 401, 403, 404),
+)
+async def get_dataset(
+    dataset_id: uuid.UUID, user: CurrentUser, session: SessionDep
+) -> DatasetPublic:
+    """One dataset of the team."""
+    dataset = await dataset_service.get_dataset(
+        session, team_id=user.team_id, dataset_id=dataset_id
+    )
+    return dataset_service.public(dataset)
+
+
+@router.post(
+    "",
+    operation_id="datasets-create",
+    status_code=201,
+    response_model=DatasetPublic,
+    responses=error_responses(400, 401, 403, 404, 409),
+)
+async def create_dataset(
+    data: DatasetCreate, user: AdminUser, session: SessionDep
+) -> DatasetPublic:
+    """Create a dataset (admin) bound to a schema of the team (else 404).
+
+    A name already used in the team (any case) is 409 DUPLICATE.
+    """
+    return dataset_service.public(
+        await dataset_service.create_dataset(session, user=user, data=data)
+    )
+
+
+@router.put(
+    "/{dataset_id}",
+    operation_id="datasets-update",
+    response_model=DatasetPublic,
+    responses=error_responses(400, 401, 403, 404, 409),
+)
+async def update_dataset(
+    dataset_id: uuid.UUID, data: DatasetUpdate, user: AdminUser, session: SessionDep
+) -> DatasetPublic:
+    """Rename or re-describe a dataset (admin); `schema_id` cannot change (400)."""
+    dataset = await dataset_service.update_dataset(
+        session, user=user, dataset_id=dataset_id, data=data
+    )
+    return dataset_service.public(dataset)
+
+
+@router.delete(
+    "/{dataset_id}",
+    operation_id="datasets-delete",
+    status_code=204,
+    response_class=Response,
+    responses=error_responses(400, 401, 403, 404),
+)
+async def delete_dataset(dataset_id: uuid.UUID, user: AdminUser, session: SessionDep) -> Response:
+    """Delete a dataset and all its rows (admin)."""
+    await dataset_service.delete_dataset(session, team_id=user.team_id, dataset_id=dataset_id)
+    return Response(status_code=204)

@@ -1,0 +1,120 @@
+"""Datasets of a team."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import func
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.common.db_errors import duplicates_as_errors
+from app.common.exceptions import NotFoundException
+from app.common.pagination import PageParams
+from app.models.base import utcnow
+from app.models.dataset import Dataset, DatasetCreate, DatasetPage, DatasetPublic, DatasetUpdate
+from app.models.user import User
+from app.services.schema_service import get_schema_row
+
+NAME_TAKEN = {"datasets_team_name_key": "A dataset with this name already exists"}
+
+
+def public(dataset: Dataset) -> DatasetPublic:
+    """The dataset as the API shows it (counters included)."""
+    return DatasetPublic.model_validate(dataset, from_attributes=True)
+
+
+async def get_dataset(
+    session: AsyncSession, *, team_id: uuid.UUID, dataset_id: uuid.UUID, lock: bool = False
+) -> Dataset:
+    """The team's dataset; with `lock`, locked for update until the transaction ends.
+
+    Raises:
+        NotFoundException: when no such dataset is in this team.
+    """
+    query = select(Dataset).where(Dataset.id == dataset_id, Dataset.team_id == team_id)
+    if lock:
+        query = query.with_for_update()
+    dataset = (await session.exec(query)).first()
+    if dataset is None:
+        raise NotFoundException("Dataset not found")
+    return dataset
+
+
+async def list_datasets(
+    session: AsyncSession, *, team_id: uuid.UUID, params: PageParams
+) -> DatasetPage:
+    """A page of the team's datasets, newest first.
+
+    Two statements whatever the page holds: the counters are columns of the dataset, kept
+    exact by triggers, so no row is counted here.
+    """
+    total = (
+        await session.exec(
+            select(func.count()).select_from(Dataset).where(Dataset.team_id == team_id)
+        )
+    ).one()
+    datasets = (
+        await session.exec(
+            select(Dataset)
+            .where(Dataset.team_id == team_id)
+            .order_by(col(Dataset.created_at).desc(), col(Dataset.id).desc())
+            .offset(params.offset)
+            .limit(params.page_size)
+        )
+    ).all()
+    return DatasetPage.build([public(item) for item in datasets], total, params)
+
+
+async def create_dataset(session: AsyncSession, *, user: User, data: DatasetCreate) -> Dataset:
+    """Create a dataset bound to one of the team's schemas.
+
+    Raises:
+        NotFoundException: when the schema is not in this team.
+        DuplicateException: when the team has a dataset of this name (any case).
+    """
+    await get_schema_row(session, team_id=user.team_id, schema_id=data.schema_id)
+    dataset = Dataset(
+        team_id=user.team_id,
+        schema_id=data.schema_id,
+        name=data.name,
+        description=data.description,
+        created_by=user.id,
+        updated_by=user.id,
+    )
+    async with duplicates_as_errors(session, NAME_TAKEN):
+        session.add(dataset)
+        await session.commit()
+    return dataset
+
+
+async def update_dataset(
+    session: AsyncSession, *, user: User, dataset_id: uuid.UUID, data: DatasetUpdate
+) -> Dataset:
+    """Rename or re-describe a dataset.
+
+    Raises:
+        NotFoundException: when the dataset is not in this team.
+        DuplicateException: when the new name is taken in the team.
+    """
+    dataset = await get_dataset(session, team_id=user.team_id, dataset_id=dataset_id, lock=True)
+    changes = data.model_dump(exclude_unset=True)
+    if changes.get("name") is not None:
+        dataset.name = changes["name"]
+    if "description" in changes:
+        dataset.description = changes["description"]
+    dataset.updated_by, dataset.updated_at = user.id, utcnow()
+    async with duplicates_as_errors(session, NAME_TAKEN):
+        session.add(dataset)
+        await session.commit()
+    await session.refresh(dataset)
+    return dataset
+
+
+async def delete_dataset(
+    session: AsyncSession, *, team_id: uuid.UUID, dataset_id: uuid.UUID
+) -> None:
+    """Delete a dataset and all its rows."""
+    dataset = await get_dataset(session, team_id=team_id, dataset_id=dataset_id, lock=True)
+    await session.delete(dataset)
+    await session.commit()

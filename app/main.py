@@ -14,7 +14,8 @@ from app.common.database import apply_schema_if_empty, create_engine, create_ses
 from app.common.exceptions import install_exception_handlers
 from app.common.openapi import error_responses, install_openapi
 from app.common.settings import ConfigurationError, Settings, get_settings
-from app.routes import auth, datasets, health, schemas, setup, team, users
+from app.routes import auth, datasets, health, rows, schemas, setup, team, users
+from app.services.image_fetcher import ImageFetcher, create_http_client
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +39,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(database_url)
+        http_client = create_http_client()
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.image_fetcher = ImageFetcher(
+            http_client,
+            max_bytes=settings.image_max_bytes,
+            timeout=settings.image_fetch_timeout,
+            allow_private=settings.allow_private_image_urls,
+        )
         try:
             await apply_schema_if_empty(engine)
             yield
         finally:
+            await http_client.aclose()
             await engine.dispose()
 
     app = FastAPI(
@@ -69,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
         )
     api = APIRouter(prefix=API_PREFIX)
-    for module in (health, setup, auth, team, users, schemas, datasets):
+    for module in (health, setup, auth, team, users, schemas, datasets, rows):
         api.include_router(module.router)
     app.include_router(api)
     return app

@@ -8,6 +8,7 @@ unique index, two app instances sharing the login throttle).
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 
@@ -19,6 +20,7 @@ from sqlalchemy import text
 from app.common.settings import Settings
 from app.main import create_app
 from tests.database import TABLES, fresh_database
+from tests.image_server import ImageServer, unique_png
 
 BASE_URL = "https://testserver"
 TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
@@ -29,6 +31,29 @@ def database_url() -> Iterator[str]:
     """A fresh database for the whole session (embedded unless TEST_DATABASE_URL is set)."""
     with fresh_database(os.environ.get("TEST_DATABASE_URL")) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def image_server() -> Iterator[ImageServer]:
+    """A real HTTP server on 127.0.0.1 serving test images, shared by the session."""
+    server = ImageServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def image_url(image_server: ImageServer) -> Callable[..., str]:
+    """Serve an image (a new unique PNG unless bytes are given) and return its URL."""
+
+    def serve(data: bytes | None = None) -> str:
+        path = f"/images/{uuid.uuid4().hex}.png"
+        image_server.add_image(path, data if data is not None else unique_png())
+        return image_server.url(path)
+
+    return serve
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from app.common.exceptions import ForbiddenException, UnauthorizedException
 from app.common.settings import Settings
 from app.models.user import User
 from app.services import auth_service
+from app.services.image_fetcher import ImageFetcher
 
 BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
@@ -121,3 +122,12 @@ def client_address(request: Request) -> str:
 
 
 ClientAddress = Annotated[str, Depends(client_address)]
+
+
+def get_image_fetcher(request: Request) -> ImageFetcher:
+    """The app's shared safe image fetcher (one HTTP client with keep-alive)."""
+    fetcher: ImageFetcher = request.app.state.image_fetcher
+    return fetcher
+
+
+ImageFetcherDep = Annotated[ImageFetcher, Depends(get_image_fetcher)]

@@ -33,7 +33,9 @@ Email = Annotated[
 ]
 """An email address, stored lower-cased."""
 
-LoginEmail = Annotated[str, Field(min_length=1, max_length=254), AfterValidator(str.lower)]
+LoginEmail = Annotated[
+    str, Field(min_length=1, max_length=254), AfterValidator(_reject_nul), AfterValidator(str.lower)
+]
 """An email as typed at login: not format-checked, so a typo is a plain 401."""
 
 Password = Annotated[
@@ -43,7 +45,9 @@ Password = Annotated[
 ]
 """A new password: 8..128 characters."""
 
-AnyPassword = Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)]
+AnyPassword = Annotated[
+    str, Field(min_length=1, max_length=MAX_PASSWORD_LENGTH), AfterValidator(_reject_nul)
+]
 """A password being checked against a stored hash."""
 
 Name = Annotated[
@@ -57,3 +61,8 @@ Description = Annotated[
     str, StringConstraints(strip_whitespace=True, max_length=500), AfterValidator(_reject_nul)
 ]
 """A free-text description of at most 500 characters."""
+
+ImageUrl = Annotated[
+    str, StringConstraints(min_length=1, max_length=2048), AfterValidator(_reject_nul)
+]
+"""An image URL as given: at most 2048 characters (scheme and address are checked on fetch)."""

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from sqlalchemy import Column, String
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from app.models.base import id_field, timestamp_field, user_ref_field
+from app.common.pagination import Page
+from app.common.validation import ImageUrl
+from app.models.base import RequestModel, id_field, timestamp_field, user_ref_field
 
 RowStatus = Literal["pending", "reviewed"]
+MAX_BULK_IDS = 1000
 
 
 class DatasetRow(SQLModel, table=True):
@@ -28,3 +31,52 @@ class DatasetRow(SQLModel, table=True):
     updated_by: uuid.UUID | None = user_ref_field()
     created_at: datetime = timestamp_field()
     updated_at: datetime = timestamp_field()
+
+
+class RowCreate(RequestModel):
+    """A new row: the image is downloaded and hashed; `data` maps field id → value."""
+
+    image_url: ImageUrl
+    data: dict[str, Any] | None = None
+
+
+class RowUpdate(RequestModel):
+    """Changes to a row; `data`, when given, replaces the whole map."""
+
+    image_url: ImageUrl | None = None
+    data: dict[str, Any] | None = None
+    status: RowStatus | None = None
+
+
+class RowPublic(SQLModel):
+    id: uuid.UUID
+    dataset_id: uuid.UUID
+    image_url: str
+    image_hash: str
+    data: dict[str, Any]
+    status: RowStatus
+    created_by: uuid.UUID | None
+    created_by_email: str | None
+    created_at: datetime
+    updated_by: uuid.UUID | None
+    updated_by_email: str | None
+    updated_at: datetime
+
+
+class RowPage(Page[RowPublic]):
+    """A page of rows."""
+
+
+RowIds = Annotated[list[uuid.UUID], Field(max_length=MAX_BULK_IDS)]
+
+
+class BulkStatusUpdate(RequestModel):
+    row_ids: RowIds
+    status: RowStatus
+
+
+class BulkRowIds(RequestModel):
+    row_ids: RowIds
+
+
+RowSort = Literal["created_at", "-created_at", "updated_at", "-updated_at"]

@@ -1,0 +1,354 @@
+"""Rows of a dataset: create and edit with image hashing, listing, the review queue, bulk work.
+
+Downloading an image can take seconds, so no database transaction is held open during it:
+the request is checked in one short transaction, the image is fetched, and the write happens
+in a second short transaction that re-reads the schema's fields under a share lock (a
+concurrent schema change waits for it, or it for the schema change).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, text, update
+from sqlalchemy.orm import aliased
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.common.db_errors import duplicates_as_errors
+from app.common.exceptions import NotFoundException
+from app.common.pagination import PageParams
+from app.models.base import utcnow
+from app.models.dataset import Dataset
+from app.models.row import DatasetRow, RowCreate, RowPage, RowPublic, RowSort, RowUpdate
+from app.models.user import User
+from app.services import dataset_service, schema_service
+from app.services.field_types import FieldRule
+from app.services.image_fetcher import ImageFetcher
+from app.services.row_values import PENDING, REVIEWED, computed_status, validate_data
+
+IMAGE_TAKEN = {"dataset_rows_dataset_image_key": "This image is already in the dataset"}
+
+_SORT_COLUMNS: dict[str, tuple[Any, bool]] = {
+    "created_at": (DatasetRow.created_at, False),
+    "-created_at": (DatasetRow.created_at, True),
+    "updated_at": (DatasetRow.updated_at, False),
+    "-updated_at": (DatasetRow.updated_at, True),
+}
+
+_creator = aliased(User)
+_updater = aliased(User)
+
+
+def _public(
+    row: DatasetRow, created_by_email: str | None, updated_by_email: str | None
+) -> RowPublic:
+    return RowPublic(
+        id=row.id,
+        dataset_id=row.dataset_id,
+        image_url=row.image_url,
+        image_hash=row.image_hash,
+        data=row.data,
+        status=row.status,  # type: ignore[arg-type]
+        created_by=row.created_by,
+        created_by_email=created_by_email,
+        created_at=row.created_at,
+        updated_by=row.updated_by,
+        updated_by_email=updated_by_email,
+        updated_at=row.updated_at,
+    )
+
+
+def _with_emails() -> Any:
+    """Rows with their author's and last editor's emails, in one query (no query per row)."""
+    return (
+        select(DatasetRow, col(_creator.email), col(_updater.email))
+        .outerjoin(_creator, col(_creator.id) == col(DatasetRow.created_by))
+        .outerjoin(_updater, col(_updater.id) == col(DatasetRow.updated_by))
+    )
+
+
+async def field_rules(
+    session: AsyncSession, dataset: Dataset, *, lock_schema: bool
+) -> list[FieldRule]:
+    """The validation rules of the dataset's schema.
+
+    With `lock_schema`, the schema row is share-locked until the transaction ends, so the
+    fields cannot change between this read and the row write that follows.
+    """
+    if lock_schema:
+        await session.exec(  # type: ignore[call-overload]
+            text("SELECT 1 FROM schemas WHERE id = :id FOR KEY SHARE").bindparams(
+                id=dataset.schema_id
+            )
+        )
+    fields = await schema_service.get_fields(session, schema_id=dataset.schema_id)
+    return [schema_service.rule_of(item) for item in fields]
+
+
+async def get_row(
+    session: AsyncSession, *, team_id: uuid.UUID, dataset_id: uuid.UUID, row_id: uuid.UUID
+) -> RowPublic:
+    """One row, reached only through its own dataset of the caller's team.
+
+    Raises:
+        NotFoundException: when the row is not in that dataset, or the dataset not in the team.
+    """
+    query = (
+        _with_emails()
+        .join(Dataset, col(Dataset.id) == col(DatasetRow.dataset_id))
+        .where(
+            DatasetRow.id == row_id,
+            DatasetRow.dataset_id == dataset_id,
+            Dataset.team_id == team_id,
+        )
+    )
+    found = (await session.exec(query)).first()
+    if found is None:
+        raise NotFoundException("Row not found")
+    row, created_by_email, updated_by_email = found
+    return _public(row, created_by_email, updated_by_email)
+
+
+async def _row_record(
+    session: AsyncSession, *, dataset_id: uuid.UUID, row_id: uuid.UUID, lock: bool = False
+) -> DatasetRow:
+    query = select(DatasetRow).where(DatasetRow.id == row_id, DatasetRow.dataset_id == dataset_id)
+    if lock:
+        query = query.with_for_update()
+    row = (await session.exec(query)).first()
+    if row is None:
+        raise NotFoundException("Row not found")
+    return row
+
+
+async def list_rows(
+    session: AsyncSession,
+    *,
+    team_id: uuid.UUID,
+    dataset_id: uuid.UUID,
+    params: PageParams,
+    status: str | None = None,
+    sort: RowSort = "-updated_at",
+) -> RowPage:
+    """A page of the dataset's rows, filtered by status, in a stable order (ties by id).
+
+    The total comes from the dataset's counters, so no row is counted.
+    """
+    dataset = await dataset_service.get_dataset(session, team_id=team_id, dataset_id=dataset_id)
+    column, descending = _SORT_COLUMNS[sort]
+    order = (
+        [col(column).desc(), col(DatasetRow.id).desc()]
+        if descending
+        else [
+            col(column),
+            col(DatasetRow.id),
+        ]
+    )
+    query = _with_emails().where(DatasetRow.dataset_id == dataset.id)
+    if status is not None:
+        query = query.where(DatasetRow.status == status)
+    query = query.order_by(*order).offset(params.offset).limit(params.page_size)
+    results = (await session.exec(query)).all()
+    items = [_public(row, created, updated) for row, created, updated in results]
+    return RowPage.build(items, _count(dataset, status), params)
+
+
+def _count(dataset: Dataset, status: str | None) -> int:
+    if status == PENDING:
+        return dataset.pending_count
+    if status == REVIEWED:
+        return dataset.rows_count - dataset.pending_count
+    return dataset.rows_count
+
+
+async def review_queue(
+    session: AsyncSession, *, team_id: uuid.UUID, dataset_id: uuid.UUID, params: PageParams
+) -> RowPage:
+    """The pending rows, oldest first."""
+    return await list_rows(
+        session,
+        team_id=team_id,
+        dataset_id=dataset_id,
+        params=params,
+        status=PENDING,
+        sort="created_at",
+    )
+
+
+async def create_row(
+    session: AsyncSession,
+    fetcher: ImageFetcher,
+    *,
+    user: User,
+    dataset_id: uuid.UUID,
+    data: RowCreate,
+) -> RowPublic:
+    """Create a row: validate `data`, download and hash the image, store both.
+
+    Fields left out or unset that have a `default_value` get it; the status is computed.
+
+    Raises:
+        NotFoundException: when the dataset is not in the caller's team.
+        ValidationException: for invalid values or an image that cannot be fetched.
+        PayloadTooLargeException: for an image over `IMAGE_MAX_BYTES`.
+        DuplicateException: when the same image (by hash) is already in the dataset.
+    """
+    dataset = await dataset_service.get_dataset(
+        session, team_id=user.team_id, dataset_id=dataset_id
+    )
+    validate_data(
+        await field_rules(session, dataset, lock_schema=False), data.data, apply_defaults=True
+    )
+    await session.commit()
+    image = await fetcher.fetch(data.image_url)
+    rules = await field_rules(session, dataset, lock_schema=True)
+    stored = validate_data(rules, data.data, apply_defaults=True)
+    row = DatasetRow(
+        dataset_id=dataset.id,
+        image_url=data.image_url,
+        image_hash=image.md5,
+        data=stored,
+        status=computed_status(rules, stored),
+        created_by=user.id,
+        updated_by=user.id,
+    )
+    async with duplicates_as_errors(session, IMAGE_TAKEN):
+        session.add(row)
+        await session.commit()
+    return _public(row, user.email, user.email)
+
+
+async def update_row(
+    session: AsyncSession,
+    fetcher: ImageFetcher,
+    *,
+    user: User,
+    dataset_id: uuid.UUID,
+    row_id: uuid.UUID,
+    data: RowUpdate,
+) -> RowPublic:
+    """Change a row's image, values or status.
+
+    `data`, when given, replaces the whole map and the status is recomputed, unless an explicit
+    `status` is given, which wins. A new `image_url` is downloaded and hashed again.
+
+    Raises:
+        NotFoundException: when the row is not in this dataset of the caller's team.
+        ValidationException: for invalid values or an image that cannot be fetched.
+        PayloadTooLargeException: for an image over `IMAGE_MAX_BYTES`.
+        DuplicateException: when the new image is already in the dataset.
+    """
+    dataset = await dataset_service.get_dataset(
+        session, team_id=user.team_id, dataset_id=dataset_id
+    )
+    current = await _row_record(session, dataset_id=dataset.id, row_id=row_id)
+    if data.data is not None:
+        validate_data(
+            await field_rules(session, dataset, lock_schema=False), data.data, apply_defaults=False
+        )
+    new_url = data.image_url if data.image_url not in (None, current.image_url) else None
+    image = None
+    if new_url is not None:
+        await session.commit()
+        image = await fetcher.fetch(new_url)
+    rules = await field_rules(session, dataset, lock_schema=True)
+    row = await _row_record(session, dataset_id=dataset.id, row_id=row_id, lock=True)
+    if image is not None and new_url is not None:
+        row.image_url, row.image_hash = new_url, image.md5
+    if data.data is not None:
+        row.data = validate_data(rules, data.data, apply_defaults=False)
+        row.status = computed_status(rules, row.data)
+    if data.status is not None:
+        row.status = data.status
+    row.updated_by, row.updated_at = user.id, utcnow()
+    async with duplicates_as_errors(session, IMAGE_TAKEN):
+        session.add(row)
+        await session.commit()
+    return await get_row(session, team_id=user.team_id, dataset_id=dataset.id, row_id=row.id)
+
+
+async def delete_row(
+    session: AsyncSession, *, team_id: uuid.UUID, dataset_id: uuid.UUID, row_id: uuid.UUID
+) -> None:
+    """Delete one row of the dataset.
+
+    Raises:
+        NotFoundException: when the row is not in this dataset of the caller's team.
+    """
+    await _delete_rows(session, team_id=team_id, dataset_id=dataset_id, row_ids=[row_id])
+
+
+async def _delete_rows(
+    session: AsyncSession,
+    *,
+    team_id: uuid.UUID,
+    dataset_id: uuid.UUID,
+    row_ids: Sequence[uuid.UUID],
+) -> None:
+    dataset = await dataset_service.get_dataset(session, team_id=team_id, dataset_id=dataset_id)
+    wanted = set(row_ids)
+    statement = (
+        delete(DatasetRow)
+        .where(col(DatasetRow.dataset_id) == dataset.id, col(DatasetRow.id).in_(wanted))
+        .returning(col(DatasetRow.id))
+    )
+    deleted = (await session.exec(statement)).all()
+    if len(deleted) != len(wanted):
+        raise NotFoundException(_missing_message(len(wanted)))
+    await session.commit()
+
+
+def _missing_message(count: int) -> str:
+    return "Row not found" if count == 1 else "Some rows are not in this dataset; nothing changed"
+
+
+async def bulk_delete(
+    session: AsyncSession,
+    *,
+    team_id: uuid.UUID,
+    dataset_id: uuid.UUID,
+    row_ids: Sequence[uuid.UUID],
+) -> None:
+    """Delete several rows, all or nothing.
+
+    Raises:
+        NotFoundException: when any id is not a row of this dataset (nothing is deleted).
+    """
+    if row_ids:
+        await _delete_rows(session, team_id=team_id, dataset_id=dataset_id, row_ids=row_ids)
+    else:
+        await dataset_service.get_dataset(session, team_id=team_id, dataset_id=dataset_id)
+
+
+async def bulk_update_status(
+    session: AsyncSession,
+    *,
+    user: User,
+    dataset_id: uuid.UUID,
+    row_ids: Sequence[uuid.UUID],
+    status: str,
+) -> None:
+    """Set the status of several rows, all or nothing.
+
+    Raises:
+        NotFoundException: when any id is not a row of this dataset (nothing changes).
+    """
+    dataset = await dataset_service.get_dataset(
+        session, team_id=user.team_id, dataset_id=dataset_id
+    )
+    wanted = set(row_ids)
+    if not wanted:
+        return
+    statement = (
+        update(DatasetRow)
+        .where(col(DatasetRow.dataset_id) == dataset.id, col(DatasetRow.id).in_(wanted))
+        .values(status=status, updated_by=user.id, updated_at=utcnow())
+        .returning(col(DatasetRow.id))
+    )
+    changed = (await session.exec(statement)).all()
+    if len(changed) != len(wanted):
+        raise NotFoundException(_missing_message(len(wanted)))
+    await session.commit()

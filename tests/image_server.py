@@ -1,0 +1,298 @@
+"""A real HTTP(S) server on 127.0.0.1 for tests that download images, plus tiny image bodies.
+
+Usage::
+
+    server = ImageServer()
+    server.start()
+    server.add_image("/cat.png", png_bytes(tag="cat"))
+    url = server.url("/cat.png")
+    ...
+    assert server.requests == ["/cat.png"]
+    server.stop()
+
+Every request the server receives is recorded (`requests` for the paths, `received` with the
+headers), so a test can assert that nothing was contacted. Unknown paths answer 404.
+"""
+
+from __future__ import annotations
+
+import itertools
+import ssl
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+CHUNK = 64 * 1024
+_counter = itertools.count()
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+def png_bytes(tag: str = "") -> bytes:
+    """A valid 1×1 PNG; a non-empty `tag` goes in a tEXt chunk, so each tag hashes differently."""
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    text = _png_chunk(b"tEXt", b"Comment\x00" + tag.encode()) if tag else b""
+    pixels = zlib.compress(b"\x00\xff\x00\x00")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + text
+        + _png_chunk(b"IDAT", pixels)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def unique_png() -> bytes:
+    """A PNG no other call in this process returns (distinct MD5)."""
+    return png_bytes(tag=f"unique-{next(_counter)}-{time.monotonic_ns()}")
+
+
+def jpeg_bytes(tag: str = "") -> bytes:
+    """JPEG magic (SOI + JFIF APP0) followed by filler and `tag`."""
+    return b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + (
+        tag.encode() + b"\x00" * 32 + b"\xff\xd9"
+    )
+
+
+def gif_bytes(tag: str = "") -> bytes:
+    """A valid 1×1 GIF89a (with `tag` appended after the trailer)."""
+    return (
+        b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff"
+        b"!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+        + tag.encode()
+    )
+
+
+def webp_bytes(tag: str = "") -> bytes:
+    """A RIFF/WEBP container header with a VP8L chunk of filler."""
+    payload = b"VP8L" + struct.pack("<I", 16) + b"\x2f" + b"\x00" * 15 + tag.encode()
+    return b"RIFF" + struct.pack("<I", 4 + len(payload)) + b"WEBP" + payload
+
+
+def bmp_bytes(tag: str = "") -> bytes:
+    """A valid 1×1 24-bit BMP (BITMAPINFOHEADER), with `tag` appended."""
+    pixels = b"\x00\x00\xff\x00"
+    info = struct.pack("<IiiHHIIiiII", 40, 1, 1, 1, 24, 0, len(pixels), 2835, 2835, 0, 0)
+    size = 14 + len(info) + len(pixels)
+    return b"BM" + struct.pack("<IHHI", size, 0, 0, 54) + info + pixels + tag.encode()
+
+
+def tiff_bytes(big_endian: bool = False, tag: str = "") -> bytes:
+    """A TIFF header in either byte order, followed by filler."""
+    header = b"MM\x00*\x00\x00\x00\x08" if big_endian else b"II*\x00\x08\x00\x00\x00"
+    return header + b"\x00" * 32 + tag.encode()
+
+
+def iso_bmff_bytes(
+    major: bytes = b"avif", compatible: tuple[bytes, ...] = (), tag: str = ""
+) -> bytes:
+    """An ISO BMFF file starting with an `ftyp` box (AVIF/HEIC when the brands say so)."""
+    body = major + b"\x00\x00\x00\x00" + b"".join(compatible)
+    ftyp = struct.pack(">I", 8 + len(body)) + b"ftyp" + body
+    return ftyp + struct.pack(">I", 8 + 16) + b"meta" + b"\x00" * 16 + tag.encode()
+
+
+def avif_bytes(tag: str = "") -> bytes:
+    """An AVIF file header (major brand `avif`)."""
+    return iso_bmff_bytes(b"avif", (b"mif1", b"miaf"), tag)
+
+
+def heic_bytes(tag: str = "") -> bytes:
+    """A HEIC file header (major brand `heic`)."""
+    return iso_bmff_bytes(b"heic", (b"mif1", b"heic"), tag)
+
+
+@dataclass
+class Route:
+    """What the server answers on one path."""
+
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/octet-stream"
+    headers: dict[str, str] = field(default_factory=dict)
+    chunk_size: int = CHUNK
+    chunk_delay: float = 0.0
+    repeat: int = 1
+    send_length: bool = True
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body, `repeat` times over, in chunks of at most `chunk_size` bytes."""
+        for _ in range(self.repeat):
+            for start in range(0, len(self.body), self.chunk_size):
+                yield self.body[start : start + self.chunk_size]
+
+    @property
+    def length(self) -> int:
+        """The full body length."""
+        return len(self.body) * self.repeat
+
+
+@dataclass(frozen=True)
+class ReceivedRequest:
+    """One request as the server saw it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    client_port: int
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        owner = self.server.owner
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        owner._record(ReceivedRequest(self.command, self.path, headers, self.client_address[1]))
+        route = owner._route(self.path.split("?", 1)[0])
+        try:
+            self.send_response(route.status)
+            self.send_header("Content-Type", route.content_type)
+            for name, value in route.headers.items():
+                self.send_header(name, value)
+            if route.send_length:
+                self.send_header("Content-Length", str(route.length))
+            else:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            self.end_headers()
+            for chunk in route.chunks():
+                if owner._stopping.is_set():
+                    break
+                self.wfile.write(chunk)
+                self.wfile.flush()
+                if route.chunk_delay:
+                    owner._stopping.wait(route.chunk_delay)
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            self.close_connection = True
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Keep test output quiet."""
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    owner: ImageServer
+
+
+class ImageServer:
+    """A threaded HTTP server on 127.0.0.1 with configurable routes and a request log.
+
+    Args:
+        ssl_context: Serve HTTPS with this server-side context instead of plain HTTP.
+    """
+
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._ssl_context = ssl_context
+        self._routes: dict[str, Route] = {}
+        self._received: list[ReceivedRequest] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def scheme(self) -> str:
+        """`https` when serving TLS, else `http`."""
+        return "https" if self._ssl_context is not None else "http"
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on (only after `start`)."""
+        assert self._server is not None, "server not started"
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        """Bind a free port on 127.0.0.1 and serve in a background thread."""
+        server = _Server(("127.0.0.1", 0), _Handler)
+        server.owner = self
+        if self._ssl_context is not None:
+            server.socket = self._ssl_context.wrap_socket(server.socket, server_side=True)
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="image-server"
+        )
+        self._thread.daemon = True
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and release the port; slow responses are cut short."""
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        """The URL of `path` on this server, optionally with another host spelling."""
+        return f"{self.scheme}://{host}:{self.port}{path}"
+
+    def add_route(self, path: str, route: Route) -> None:
+        """Answer `path` with `route`."""
+        with self._lock:
+            self._routes[path] = route
+
+    def add_image(self, path: str, data: bytes, content_type: str = "image/png") -> None:
+        """Serve `data` with status 200 on `path`."""
+        self.add_route(path, Route(body=data, content_type=content_type))
+
+    def add_bytes(self, path: str, data: bytes, content_type: str = "text/html") -> None:
+        """Serve arbitrary (non-image) `data` with status 200 on `path`."""
+        self.add_route(path, Route(body=data, content_type=content_type))
+
+    def add_redirect(self, path: str, location: str, status: int = 302) -> None:
+        """Redirect `path` to `location` (a path on this server or any URL)."""
+        self.add_route(path, Route(status=status, headers={"Location": location}))
+
+    def add_status(self, path: str, status: int, body: bytes = b"") -> None:
+        """Answer `path` with `status` and `body`."""
+        self.add_route(path, Route(status=status, body=body, content_type="text/plain"))
+
+    def add_slow(self, path: str, data: bytes, chunk_size: int, delay: float) -> None:
+        """Serve `data` in chunks of `chunk_size` bytes, sleeping `delay` seconds after each."""
+        self.add_route(path, Route(body=data, chunk_size=chunk_size, chunk_delay=delay))
+
+    def add_big(self, path: str, size: int, send_length: bool = True) -> None:
+        """Serve a PNG-looking body of at least `size` bytes, streamed in 64 KiB chunks.
+
+        Args:
+            path: The path.
+            size: The minimum body size.
+            send_length: Send `Content-Length`; without it the body ends when the connection
+                closes, so a client can only find the size by reading.
+        """
+        block = png_bytes().ljust(CHUNK, b"\x00")
+        repeat = -(-size // CHUNK)
+        first = Route(body=block, content_type="image/png", repeat=repeat, send_length=send_length)
+        self.add_route(path, first)
+
+    @property
+    def received(self) -> list[ReceivedRequest]:
+        """Every request received so far, oldest first."""
+        with self._lock:
+            return list(self._received)
+
+    @property
+    def requests(self) -> list[str]:
+        """The path (with query) of every request received so far, oldest first."""
+        return [request.path for request in self.received]
+
+    def _record(self, request: ReceivedRequest) -> None:
+        with self._lock:
+            self._received.append(request)
+
+    def _route(self, path: str) -> Route:
+        with self._lock:
+            route = self._routes.get(path)
+        return route if route is not None else Route(status=404, body=b"not found")

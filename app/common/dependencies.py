@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, OAuth2PasswordBearer
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.common.cookies import ACCESS_COOKIE
@@ -131,3 +132,12 @@ def get_image_fetcher(request: Request) -> ImageFetcher:
 
 
 ImageFetcherDep = Annotated[ImageFetcher, Depends(get_image_fetcher)]
+
+
+def get_engine(request: Request) -> AsyncEngine:
+    """The app's database engine, for work that outlives the request session (streaming)."""
+    engine: AsyncEngine = request.app.state.engine
+    return engine
+
+
+EngineDep = Annotated[AsyncEngine, Depends(get_engine)]

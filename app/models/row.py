@@ -80,3 +80,29 @@ class BulkRowIds(RequestModel):
 
 
 RowSort = Literal["created_at", "-created_at", "updated_at", "-updated_at"]
+
+
+class ImportRequest(RequestModel):
+    """CSV import given inline (JSON form)."""
+
+    file_content: str = Field(description="The CSV text: UTF-8, comma-separated, header first")
+    column_mapping: dict[str, str | None] = Field(
+        description='`"image_url"` (required) and field ids → CSV column names; "" = not mapped'
+    )
+    mark_all_pending: bool = False
+
+
+class ImportMapping(RequestModel):
+    """The mapping part of a multipart import (the `column_mapping` form field, as JSON)."""
+
+    column_mapping: dict[str, str | None]
+
+
+class ImportResult(SQLModel):
+    imported: int
+    skipped_duplicates: int
+    skipped_invalid: int
+    errors: list[str]
+
+
+ExportFormat = Literal["csv", "jsonl"]

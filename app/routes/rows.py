@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
-from app.common.dependencies import CurrentUser, ImageFetcherDep, SessionDep
+from app.common.dependencies import (
+    CurrentUser,
+    EngineDep,
+    ImageFetcherDep,
+    SessionDep,
+    SettingsDep,
+)
+from app.common.import_upload import read_import_request
 from app.common.openapi import error_responses
 from app.common.pagination import PageDep
 from app.models.row import (
     BulkRowIds,
     BulkStatusUpdate,
+    ExportFormat,
+    ImportRequest,
+    ImportResult,
     RowCreate,
     RowIds,
     RowPage,
@@ -21,7 +32,7 @@ from app.models.row import (
     RowStatus,
     RowUpdate,
 )
-from app.services import row_service
+from app.services import export_service, import_service, row_service
 
 router = APIRouter(prefix="/datasets/{dataset_id}/rows", tags=["rows"])
 
@@ -102,6 +113,114 @@ async def bulk_delete(
         session, team_id=user.team_id, dataset_id=dataset_id, row_ids=row_ids
     )
     return Response(status_code=204)
+
+
+IMPORT_BODY_SCHEMA: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": ImportRequest.model_json_schema()},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file", "column_mapping"],
+                "properties": {
+                    "file": {"type": "string", "format": "binary"},
+                    "column_mapping": {
+                        "type": "string",
+                        "description": "JSON object: image_url and field ids → column names",
+                    },
+                    "mark_all_pending": {"type": "boolean", "default": False},
+                },
+            }
+        },
+    },
+}
+
+
+@router.post(
+    "/import",
+    operation_id="rows-import",
+    response_model=ImportResult,
+    responses=WRITE_ERRORS,
+    openapi_extra={"requestBody": IMPORT_BODY_SCHEMA},
+)
+async def import_rows(
+    dataset_id: uuid.UUID,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    fetcher: ImageFetcherDep,
+) -> ImportResult:
+    """Import rows from a CSV file (JSON `file_content`, or a multipart `file` part).
+
+    `column_mapping` maps `"image_url"` (required) and field ids to CSV column names; an empty
+    name means "not mapped". A mapping naming an unknown field, or a column missing from the
+    header, is 400 before any row is read. The CSV is UTF-8 (a BOM is accepted), comma-separated,
+    RFC 4180 quoted, header first, at most `IMPORT_MAX_BYTES` (413). Booleans accept
+    true/false/yes/no/1/0, an empty cell is unset, fields with a `default_value` get it when
+    empty. Invalid rows and images that cannot be fetched are skipped with `"Row N: reason"`
+    (N = CSV line, header = 1; at most 100 messages). Images already in the dataset or repeated
+    in the file count as `skipped_duplicates`. Rows are committed in batches of 500, so an
+    interrupted import keeps what it committed and a rerun adds only what is missing.
+    """
+    upload = await read_import_request(request, max_bytes=settings.import_max_bytes)
+    with upload:
+        return await import_service.import_csv(
+            session,
+            fetcher,
+            user=user,
+            dataset_id=dataset_id,
+            lines=upload.lines,
+            column_mapping=upload.column_mapping,
+            mark_all_pending=upload.mark_all_pending,
+            concurrency=settings.import_concurrency,
+        )
+
+
+@router.get(
+    "/export",
+    operation_id="rows-export",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The rows as a CSV or JSONL file",
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/x-ndjson": {"schema": {"type": "string"}},
+            },
+        },
+        **READ_ERRORS,
+    },
+)
+async def export_rows(
+    dataset_id: uuid.UUID,
+    user: CurrentUser,
+    session: SessionDep,
+    engine: EngineDep,
+    only_reviewed: Annotated[bool, Query(description="Only rows with status reviewed")] = False,
+    format: Annotated[ExportFormat, Query(description="csv or jsonl")] = "csv",
+) -> StreamingResponse:
+    """Download the dataset's rows as a streamed file, oldest first.
+
+    CSV columns: `image_url`, one column per field named by the field's name in position
+    order, then `status`, `created_at`, `updated_at`, `updated_by` (email); booleans as
+    true/false, unset values empty. JSONL: one object per row with `id`, `image_url`,
+    `image_hash`, `status`, `data` (field name → value, set fields only), `created_at`,
+    `updated_at`, `created_by_email`, `updated_by_email`. Memory stays flat at any size.
+    """
+    plan = await export_service.plan_export(
+        session,
+        team_id=user.team_id,
+        dataset_id=dataset_id,
+        only_reviewed=only_reviewed,
+        fmt=format,
+    )
+    return StreamingResponse(
+        export_service.stream_export(engine, plan),
+        media_type=export_service.MEDIA_TYPES[format],
+        headers={"Content-Disposition": export_service.content_disposition(plan.filename)},
+    )
 
 
 @router.get("/{row_id}", operation_id="rows-get", response_model=RowPublic, responses=READ_ERRORS)

@@ -1,0 +1,130 @@
+"""Reading a CSV import request in either of its two forms: JSON or multipart."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.datastructures import FormData, UploadFile
+
+from app.common.exceptions import MALFORMED_JSON, ValidationException
+from app.models.row import ImportMapping, ImportRequest
+from app.services.import_service import check_csv_file, check_csv_text
+
+FORM_FIELDS = frozenset({"file", "column_mapping", "mark_all_pending"})
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off", ""})
+
+
+@dataclass
+class ImportUpload:
+    """The CSV lines and options of one import; close it (or use `with`) when done."""
+
+    lines: Iterable[str]
+    column_mapping: dict[str, str | None]
+    mark_all_pending: bool
+    form: FormData | None = field(default=None, repr=False)
+
+    def __enter__(self) -> ImportUpload:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if self.form is not None:
+            for value in self.form.values():
+                if isinstance(value, UploadFile):
+                    value.file.close()
+
+
+def _invalid_body(error: ValidationError, prefix: tuple[str, ...]) -> RequestValidationError:
+    """Re-raise a model's errors as request validation errors located in the body."""
+    errors: list[dict[str, Any]] = []
+    for item in error.errors():
+        errors.append({**item, "loc": (*prefix, *item["loc"])})
+    return RequestValidationError(errors)
+
+
+async def _from_json(request: Request, max_bytes: int) -> ImportUpload:
+    try:
+        data = ImportRequest.model_validate_json(await request.body())
+    except ValidationError as error:
+        if any(item["type"] == "json_invalid" for item in error.errors()):
+            raise ValidationException(MALFORMED_JSON) from None
+        raise _invalid_body(error, ("body",)) from None
+    content = check_csv_text(data.file_content, max_bytes=max_bytes)
+    return ImportUpload(
+        lines=io.StringIO(content, newline=""),
+        column_mapping=data.column_mapping,
+        mark_all_pending=data.mark_all_pending,
+    )
+
+
+def _form_flag(value: Any) -> bool:
+    word = value.strip().lower() if isinstance(value, str) else None
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ValidationException.for_field("body.mark_all_pending", "must be true or false")
+
+
+def _form_mapping(value: Any) -> dict[str, str | None]:
+    if not isinstance(value, str):
+        raise ValidationException.for_field("body.column_mapping", "a JSON object is required")
+    try:
+        return ImportMapping.model_validate({"column_mapping": json.loads(value)}).column_mapping
+    except ValueError:
+        raise ValidationException.for_field(
+            "body.column_mapping", "must be a JSON object of strings"
+        ) from None
+
+
+async def _from_multipart(request: Request, max_bytes: int) -> ImportUpload:
+    form = await request.form(max_files=1, max_fields=len(FORM_FIELDS))
+    try:
+        unknown = sorted(set(form.keys()) - FORM_FIELDS)
+        if unknown:
+            raise ValidationException.for_field(f"body.{unknown[0]}"[:200], "Unknown field")
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ValidationException.for_field("body.file", "a CSV file part is required")
+        mapping = _form_mapping(form.get("column_mapping"))
+        mark_all_pending = _form_flag(form.get("mark_all_pending", "false"))
+        check_csv_file(upload.file, max_bytes=max_bytes)
+        lines = io.TextIOWrapper(upload.file, encoding="utf-8-sig", newline="")
+    except BaseException:
+        await form.close()
+        raise
+    return ImportUpload(
+        lines=lines, column_mapping=mapping, mark_all_pending=mark_all_pending, form=form
+    )
+
+
+async def read_import_request(request: Request, *, max_bytes: int) -> ImportUpload:
+    """Parse an import request: JSON `{file_content, column_mapping, mark_all_pending?}` or a
+    multipart form with a `file` part, a `column_mapping` JSON string and `mark_all_pending`.
+
+    Raises:
+        ValidationException: for a malformed body, a missing part or an invalid option.
+        PayloadTooLargeException: for a CSV over `max_bytes`.
+    """
+    content_type = request.headers.get("content-type", "").lower()
+    if content_type.startswith("multipart/form-data"):
+        return await _from_multipart(request, max_bytes)
+    if content_type.startswith("application/json") or not content_type:
+        return await _from_json(request, max_bytes)
+    raise ValidationException(
+        "Content-Type must be application/json or multipart/form-data",
+        details=None,
+    )

@@ -1,0 +1,378 @@
+"""CSV import: read, convert by field type, fetch images concurrently, insert in batches.
+
+Rows go in batches of `BATCH_SIZE`: the batch's images are fetched `concurrency` at a time
+with the shared safe fetcher, then the batch is written with one
+`INSERT ... SELECT FROM unnest(...) ON CONFLICT (dataset_id, image_hash) DO NOTHING RETURNING`
+and committed. The unique index decides duplicates (already in the dataset, or earlier in the
+file), so an interrupted import keeps whole committed batches and a rerun adds only what is
+missing. Memory holds one batch, not the file (the multipart form streams from a temp file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import csv
+import json
+import logging
+import sys
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY, TEXT, UUID
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.common.exceptions import AppException, PayloadTooLargeException, ValidationException
+from app.models.base import utcnow
+from app.models.dataset import Dataset
+from app.models.row import ImportResult
+from app.models.user import User
+from app.services import dataset_service
+from app.services.field_types import FieldRule, FieldValueError, parse_text
+from app.services.image_fetcher import ImageFetcher
+from app.services.row_service import field_rules
+from app.services.row_values import PENDING, computed_status, validate_data
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 500
+MAX_ERRORS = 100
+IMAGE_COLUMN = "image_url"
+READ_CHUNK = 1024 * 1024
+
+csv.field_size_limit(sys.maxsize)
+
+_INSERT = text("""INSERT INTO dataset_rows (id, dataset_id, image_url, image_hash, data, status,
+                                 created_by, updated_by, created_at, updated_at)
+       SELECT u.id, :dataset_id, u.url, u.hash, CAST(u.data AS jsonb), u.status,
+              :user_id, :user_id, :now, :now
+         FROM unnest(:ids, :urls, :hashes, :datas, :statuses) AS u(id, url, hash, data, status)
+       ON CONFLICT (dataset_id, image_hash) DO NOTHING
+       RETURNING id""").bindparams(
+    bindparam("ids", type_=ARRAY(UUID(as_uuid=True))),
+    bindparam("urls", type_=ARRAY(TEXT)),
+    bindparam("hashes", type_=ARRAY(TEXT)),
+    bindparam("datas", type_=ARRAY(TEXT)),
+    bindparam("statuses", type_=ARRAY(TEXT)),
+)
+
+
+@dataclass
+class _Candidate:
+    """A CSV record that converted cleanly and now needs its image."""
+
+    line: int
+    image_url: str
+    data: dict[str, Any]
+    md5: str | None = None
+
+
+@dataclass
+class _Tally:
+    """The running counts and messages of one import."""
+
+    imported: int = 0
+    skipped_duplicates: int = 0
+    skipped_invalid: int = 0
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+    def invalid(self, line: int, reason: str) -> None:
+        self.skipped_invalid += 1
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append((line, reason))
+
+    def result(self) -> ImportResult:
+        """The response; messages in line order (image failures are found after value errors)."""
+        return ImportResult(
+            imported=self.imported,
+            skipped_duplicates=self.skipped_duplicates,
+            skipped_invalid=self.skipped_invalid,
+            errors=[f"Row {line}: {reason}" for line, reason in sorted(self.errors)],
+        )
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """Where each mapped value sits in a CSV record."""
+
+    image: int
+    fields: list[tuple[FieldRule, int]]
+
+
+def check_csv_text(content: str, *, max_bytes: int) -> str:
+    """Check CSV text given inline (JSON form) and drop its BOM.
+
+    Raises:
+        PayloadTooLargeException: when it is over `max_bytes` (as UTF-8).
+        ValidationException: when it holds NUL characters.
+    """
+    if len(content) > max_bytes or len(content.encode("utf-8")) > max_bytes:
+        raise PayloadTooLargeException(f"The CSV exceeds {max_bytes} bytes")
+    if "\x00" in content:
+        raise ValidationException.for_field("body.file_content", "the CSV contains NUL characters")
+    return content.removeprefix("\ufeff")
+
+
+def check_csv_file(handle: IO[bytes], *, max_bytes: int) -> None:
+    """Check an uploaded CSV before any row is read: size, UTF-8, no NUL; rewinds the file.
+
+    Raises:
+        PayloadTooLargeException: when it is over `max_bytes`.
+        ValidationException: when it is not UTF-8 text or holds NUL bytes.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    size = 0
+    handle.seek(0)
+    while chunk := handle.read(READ_CHUNK):
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLargeException(f"The CSV exceeds {max_bytes} bytes")
+        if b"\x00" in chunk:
+            raise ValidationException.for_field("file", "the CSV contains NUL bytes")
+        try:
+            decoder.decode(chunk)
+        except UnicodeDecodeError:
+            raise ValidationException.for_field("file", "the CSV is not UTF-8 text") from None
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise ValidationException.for_field("file", "the CSV is not UTF-8 text") from None
+    handle.seek(0)
+
+
+def _resolve_columns(
+    mapping: Mapping[str, str | None], header: Sequence[str], rules: Sequence[FieldRule]
+) -> _Columns:
+    """Check `column_mapping` against the schema and the header, before any row is read.
+
+    Raises:
+        ValidationException: for an unknown field, a missing image column, or a column that
+            is not in the header.
+    """
+    by_id = {rule.id: rule for rule in rules}
+    positions: dict[str, int] = {}
+    for index, name in enumerate(header):
+        positions.setdefault(name, index)
+
+    def column(key: str, name: str) -> int:
+        if name not in positions:
+            raise ValidationException.for_field(
+                f"column_mapping.{key}", f"column '{name}' is not in the CSV header"
+            )
+        return positions[name]
+
+    for key in mapping:
+        if key != IMAGE_COLUMN and key not in by_id:
+            raise ValidationException.for_field(
+                f"column_mapping.{key}"[:200], "not a field of this dataset's schema"
+            )
+    image_name = mapping.get(IMAGE_COLUMN)
+    if not image_name:
+        raise ValidationException.for_field(
+            f"column_mapping.{IMAGE_COLUMN}", "the image URL column must be mapped"
+        )
+    fields = [
+        (by_id[key], column(key, name))
+        for key, name in mapping.items()
+        if key != IMAGE_COLUMN and name
+    ]
+    return _Columns(image=column(IMAGE_COLUMN, image_name), fields=fields)
+
+
+def _convert(
+    record: Sequence[str], columns: _Columns, rules: Sequence[FieldRule]
+) -> tuple[str, dict[str, Any]]:
+    """Turn one CSV record into an image URL and stored values.
+
+    Raises:
+        ValueError: with the reason the record is invalid.
+    """
+
+    def cell(index: int) -> str:
+        return record[index] if index < len(record) else ""
+
+    image_url = cell(columns.image).strip()
+    if not image_url:
+        raise ValueError("image_url is empty")
+    values: dict[str, Any] = {}
+    for rule, index in columns.fields:
+        raw = cell(index)
+        if raw == "":
+            continue
+        try:
+            values[rule.id] = parse_text(rule, raw)
+        except FieldValueError as error:
+            raise ValueError(f"Field '{rule.name}': {error}") from None
+    try:
+        return image_url, validate_data(rules, values, apply_defaults=True)
+    except ValidationException as error:
+        raise ValueError(error.message) from None
+
+
+def _records(reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str]]]:
+    """Yield each non-blank record with the line number it starts on (the header is line 1)."""
+    line_of = getattr(reader, "line_num")
+    while True:
+        start = line_of + 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        line_of = getattr(reader, "line_num")
+        if any(value.strip() for value in record):
+            yield start, record
+
+
+class _Importer:
+    """One import run: fetches each batch's images, then writes the batch."""
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        fetcher: ImageFetcher,
+        *,
+        dataset: Dataset,
+        user: User,
+        mark_all_pending: bool,
+        concurrency: int,
+    ) -> None:
+        self.session, self.fetcher = session, fetcher
+        self.dataset, self.user = dataset, user
+        self.mark_all_pending, self.concurrency = mark_all_pending, concurrency
+        self.tally = _Tally()
+
+    async def run_batch(self, batch: list[_Candidate]) -> None:
+        """Fetch the batch's images, then insert and commit what remains valid."""
+        await self._insert(await self._fetch_all(batch))
+
+    async def _fetch_all(self, batch: list[_Candidate]) -> list[_Candidate]:
+        """Fetch images `concurrency` at a time; failures are counted as invalid rows."""
+        gate = asyncio.Semaphore(self.concurrency)
+        failures: dict[int, str] = {}
+
+        async def fetch(candidate: _Candidate) -> None:
+            async with gate:
+                try:
+                    candidate.md5 = (await self.fetcher.fetch(candidate.image_url)).md5
+                except AppException as error:
+                    failures[candidate.line] = error.message
+                except Exception:
+                    logger.exception("Unexpected failure fetching an image during import")
+                    failures[candidate.line] = "image_url: could not download the image"
+
+        await asyncio.gather(*(fetch(candidate) for candidate in batch))
+        fetched = []
+        for candidate in batch:
+            if candidate.line in failures:
+                self.tally.invalid(candidate.line, failures[candidate.line])
+            else:
+                fetched.append(candidate)
+        return fetched
+
+    async def _insert(self, batch: list[_Candidate]) -> None:
+        """Write one batch in its own transaction; image-index conflicts are duplicates.
+
+        The schema's fields are re-read under a share lock and the values re-checked, so a
+        schema change during a long import cannot leave stale values behind.
+        """
+        rules = await field_rules(self.session, self.dataset, lock_schema=True)
+        ids, urls, hashes, datas, statuses = [], [], [], [], []
+        for candidate in batch:
+            try:
+                data = validate_data(rules, candidate.data, apply_defaults=False)
+            except ValidationException as error:
+                self.tally.invalid(candidate.line, error.message)
+                continue
+            ids.append(uuid.uuid4())
+            urls.append(candidate.image_url)
+            hashes.append(candidate.md5)
+            datas.append(json.dumps(data))
+            statuses.append(PENDING if self.mark_all_pending else computed_status(rules, data))
+        if ids:
+            result = await self.session.exec(  # type: ignore[call-overload]
+                _INSERT.bindparams(
+                    dataset_id=self.dataset.id,
+                    user_id=self.user.id,
+                    now=utcnow(),
+                    ids=ids,
+                    urls=urls,
+                    hashes=hashes,
+                    datas=datas,
+                    statuses=statuses,
+                )
+            )
+            inserted = len(result.all())
+            self.tally.imported += inserted
+            self.tally.skipped_duplicates += len(ids) - inserted
+        await self.session.commit()
+
+
+async def import_csv(
+    session: AsyncSession,
+    fetcher: ImageFetcher,
+    *,
+    user: User,
+    dataset_id: uuid.UUID,
+    lines: Iterable[str],
+    column_mapping: Mapping[str, str | None],
+    mark_all_pending: bool,
+    concurrency: int,
+) -> ImportResult:
+    """Import CSV text into a dataset.
+
+    Args:
+        lines: The CSV text (BOM already removed), as lines read with `newline=""`.
+        column_mapping: `"image_url"` and field ids → CSV column names (`""`: not mapped).
+        mark_all_pending: Store every row as `pending` instead of the computed status.
+        concurrency: Images fetched at once (`IMPORT_CONCURRENCY`).
+
+    Returns:
+        The counts, and up to 100 `"Row N: reason"` messages (N = CSV line, header = 1).
+
+    Raises:
+        NotFoundException: when the dataset is not in the caller's team.
+        ValidationException: for an empty CSV or a bad mapping, before any row is read.
+    """
+    dataset = await dataset_service.get_dataset(
+        session, team_id=user.team_id, dataset_id=dataset_id
+    )
+    rules = await field_rules(session, dataset, lock_schema=False)
+    await session.commit()
+    reader = csv.reader(iter(lines))
+    header = next(reader, None)
+    if header is None:
+        raise ValidationException.for_field("file", "the CSV is empty (no header row)")
+    columns = _resolve_columns(column_mapping, header, rules)
+    importer = _Importer(
+        session,
+        fetcher,
+        dataset=dataset,
+        user=user,
+        mark_all_pending=mark_all_pending,
+        concurrency=concurrency,
+    )
+    batch: list[_Candidate] = []
+    for line, record in _records(reader):
+        try:
+            image_url, data = _convert(record, columns, rules)
+        except ValueError as error:
+            importer.tally.invalid(line, str(error))
+            continue
+        batch.append(_Candidate(line=line, image_url=image_url, data=data))
+        if len(batch) >= BATCH_SIZE:
+            await importer.run_batch(batch)
+            batch = []
+    if batch:
+        await importer.run_batch(batch)
+    tally = importer.tally
+    logger.info(
+        "Import into dataset %s: %d imported, %d duplicates, %d invalid",
+        dataset.id,
+        tally.imported,
+        tally.skipped_duplicates,
+        tally.skipped_invalid,
+    )
+    return tally.result()

@@ -8,6 +8,7 @@ import io
 import json
 import socket
 import uuid
+from datetime import datetime, timedelta
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -76,7 +77,8 @@ async def test_export_csv_columns_values_and_headers(
         "false",
         "reviewed",
     ]
-    assert rows[1][6].endswith("Z") and rows[1][8] == catalog.member.email
+    assert datetime.fromisoformat(rows[1][6]).utcoffset() == timedelta(0)
+    assert rows[1][8] == catalog.member.email
     assert rows[2][:6] == [second["image_url"], "", "1", "", "true", "pending"]
     assert len(rows) == 3
 
@@ -125,6 +127,8 @@ async def test_export_jsonl_objects(
         "updated_by_email": catalog.member.email,
     }
     assert lines[1]["data"] == {"confidence": 1, "verified": True}
+    exported_at = datetime.fromisoformat(lines[0]["created_at"])
+    assert exported_at == datetime.fromisoformat(first["created_at"].replace("Z", "+00:00"))
 
 
 async def test_export_empty_dataset_and_bad_parameters(
@@ -266,3 +270,30 @@ async def test_client_disconnect_mid_export_releases_the_connection(
     assert pool.checkedout() == 0
     assert active == 0
     assert events[-1] == "closed" and "finished" not in events, "the export stopped early"
+
+
+async def test_export_jsonl_renames_only_keys_with_awkward_names(
+    client: AsyncClient, image_url: ImageUrl
+) -> None:
+    admin = await setup_instance(client)
+    fields = [
+        {"name": 'say "cheese"', "type": "text", "position": 0},
+        {"name": "naïve \\ back", "type": "text", "position": 1},
+    ]
+    schema = await create_schema(client, admin, fields=fields)
+    quoted_id, other_id = (f["id"] for f in schema["fields"])
+    dataset = await create_dataset(client, admin, schema["id"])
+    tricky = f'"{other_id}": not a key'
+    created = await client.post(
+        f"/api/v1/datasets/{dataset['id']}/rows",
+        json={"image_url": image_url(), "data": {quoted_id: tricky, other_id: "x"}},
+        headers=admin.headers,
+    )
+    assert created.status_code == 201
+    response = await client.get(
+        f"/api/v1/datasets/{dataset['id']}/rows/export",
+        params={"format": "jsonl"},
+        headers=admin.headers,
+    )
+    (line,) = response.text.splitlines()
+    assert json.loads(line)["data"] == {'say "cheese"': tricky, "naïve \\ back": "x"}

@@ -1,0 +1,244 @@
+"""The summary: a table on stdout, PASS/MISS per target, and `results.json`."""
+
+from __future__ import annotations
+
+import json
+import operator
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.options import Options
+from bench.scenarios import ExportResult, ImportResult, LatencyResult
+
+IMPORT_TARGET = 500.0
+EXPORT_TARGET = 100_000.0
+RSS_TARGET_MIB = 50.0
+P50_TARGET_MS = 15.0
+REFERENCE_PATH = "/health"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One goal: `value` compared with `limit` by `relation` (`>=` or `<` / `<=`)."""
+
+    name: str
+    value: float | None
+    relation: str
+    limit: float
+    unit: str
+
+    @property
+    def met(self) -> bool:
+        """Whether the measured value reaches the goal (never, when nothing was measured)."""
+        compare: Callable[[float, float], bool] = {
+            ">=": operator.ge,
+            "<": operator.lt,
+            "<=": operator.le,
+        }[self.relation]
+        return self.value is not None and compare(self.value, self.limit)
+
+    @property
+    def verdict(self) -> str:
+        """`PASS` or `MISS`."""
+        return "PASS" if self.met else "MISS"
+
+
+@dataclass
+class Results:
+    """Everything one run measured."""
+
+    options: Options
+    imports: ImportResult | None = None
+    exports: list[ExportResult] = field(default_factory=list)
+    latencies: list[LatencyResult] = field(default_factory=list)
+    setup_seconds: dict[str, float] = field(default_factory=dict)
+    load_average: dict[str, float] = field(default_factory=dict)
+
+    def targets(self) -> list[Target]:
+        """The goals of the brief, each with its measured value."""
+        targets = []
+        if self.imports is not None:
+            rate = self.imports.rows_per_second
+            targets.append(Target("import rows/s", rate, ">=", IMPORT_TARGET, "rows/s"))
+        for export in self.exports:
+            rate, rss = export.rows_per_second, export.rss_growth_mib
+            targets.append(Target(f"export {export.format} rows/s", rate, ">=", EXPORT_TARGET, ""))
+            targets.append(
+                Target(f"export {export.format} RSS growth", rss, "<", RSS_TARGET_MIB, "MiB")
+            )
+        for latency in self.latencies:
+            if latency.path == REFERENCE_PATH:
+                continue
+            targets.append(Target(f"p50 {latency.name}", latency.p50, "<=", P50_TARGET_MS, "ms"))
+        return targets
+
+    def check_failures(self) -> list[str]:
+        """Correctness problems (not performance): failed calls, wrong counts."""
+        problems: list[str] = []
+        if self.imports is not None and not self.imports.complete:
+            problems.append(_import_problem(self.imports))
+        problems += [_export_problem(export) for export in self.exports if not export.complete]
+        problems += [
+            f"latency {item.name}: {item.failure}" for item in self.latencies if item.failure
+        ]
+        return problems
+
+
+def _import_problem(result: ImportResult) -> str:
+    if result.failure is not None:
+        return f"import: {result.failure}"
+    return (
+        f"import: imported {result.imported} of {result.rows} rows "
+        f"({result.skipped_duplicates} duplicates, {result.skipped_invalid} invalid; "
+        f"first errors: {result.errors})"
+    )
+
+
+def _export_problem(result: ExportResult) -> str:
+    if result.failure is not None:
+        return f"export {result.format}: {result.failure}"
+    return f"export {result.format}: {result.lines} lines, expected {result.expected_lines}"
+
+
+def _number(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def _table(rows: list[list[str]]) -> str:
+    """Left-aligned first column, right-aligned others."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [row[0].ljust(widths[0])]
+        cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells))
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def measurements_table(results: Results) -> str:
+    """The raw figures of the run."""
+    rows = [["measurement", "rows", "seconds", "rows/s", "RSS +MiB", "p50 ms", "p90 ms"]]
+    if results.imports is not None:
+        item = results.imports
+        rows.append(
+            ["import (CSV, JSON body)", str(item.imported), _number(item.seconds, 2)]
+            + [_number(item.rows_per_second), "", "", ""]
+        )
+    for export in results.exports:
+        rows.append(
+            [f"export {export.format}", str(export.rows), _number(export.seconds, 2)]
+            + [_number(export.rows_per_second, 0), _number(export.rss_growth_mib), "", ""]
+        )
+    for latency in results.latencies:
+        rows.append(
+            [f"GET {latency.name}", "", "", "", "", _number(latency.p50, 2)]
+            + [_number(latency.p90, 2)]
+        )
+    return _table(rows)
+
+
+def targets_table(targets: list[Target]) -> str:
+    """Every target with its verdict."""
+    rows = [["target", "measured", "goal", "verdict"]]
+    for target in targets:
+        goal = f"{target.relation} {target.limit:,.0f} {target.unit}".rstrip()
+        rows.append([target.name, _number(target.value), goal, target.verdict])
+    return _table(rows)
+
+
+def to_json(results: Results) -> dict[str, Any]:
+    """The summary as plain JSON data."""
+    options = results.options
+    return {
+        "options": {
+            "import_rows": options.import_rows,
+            "export_rows": options.export_rows,
+            "requests": options.requests,
+            "warmup": options.warmup,
+            "datasets": options.datasets,
+        },
+        "host": {"cpus": os.cpu_count(), "load_average_1min": results.load_average},
+        "setup_seconds": results.setup_seconds,
+        "import": _import_json(results.imports),
+        "export": [_export_json(export) for export in results.exports],
+        "latency_ms": [_latency_json(latency) for latency in results.latencies],
+        "targets": [_target_json(target) for target in results.targets()],
+        "check_failures": results.check_failures(),
+    }
+
+
+def _import_json(result: ImportResult | None) -> dict[str, Any] | None:
+    if result is None:
+        return None
+    return {
+        "rows": result.rows,
+        "imported": result.imported,
+        "skipped_duplicates": result.skipped_duplicates,
+        "skipped_invalid": result.skipped_invalid,
+        "seconds": result.seconds,
+        "rows_per_second": result.rows_per_second,
+        "first_errors": result.errors,
+        "failure": result.failure,
+    }
+
+
+def _export_json(result: ExportResult) -> dict[str, Any]:
+    return {
+        "format": result.format,
+        "rows": result.rows,
+        "lines": result.lines,
+        "expected_lines": result.expected_lines,
+        "bytes": result.bytes,
+        "seconds": result.seconds,
+        "rows_per_second": result.rows_per_second,
+        "rss_baseline_mib": result.rss_baseline_mib,
+        "rss_growth_mib": result.rss_growth_mib,
+        "failure": result.failure,
+    }
+
+
+def _latency_json(result: LatencyResult) -> dict[str, Any]:
+    return {
+        "name": result.name,
+        "path": result.path,
+        "requests": len(result.samples_ms),
+        "p50": result.p50,
+        "p90": result.p90,
+        "max": max(result.samples_ms) if result.samples_ms else None,
+        "failure": result.failure,
+    }
+
+
+def _target_json(target: Target) -> dict[str, Any]:
+    return {
+        "name": target.name,
+        "value": target.value,
+        "goal": f"{target.relation} {target.limit}",
+        "unit": target.unit,
+        "verdict": target.verdict,
+    }
+
+
+def write_json(results: Results, path: Path) -> None:
+    """Write the summary to `path`, creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(to_json(results), indent=2) + "\n")
+
+
+def print_summary(results: Results) -> None:
+    """Print the measurements, the targets and any correctness problem."""
+    loads = ", ".join(f"{moment} {value:.2f}" for moment, value in results.load_average.items())
+    print(f"\nhost: {os.cpu_count()} CPUs; 1-min load average: {loads}")
+    print("== Measurements ==")
+    print(measurements_table(results))
+    print("\n== Targets ==")
+    print(targets_table(results.targets()))
+    problems = results.check_failures()
+    if problems:
+        print("\n== Check failures ==")
+        for problem in problems:
+            print(f"- {problem}")

@@ -20,6 +20,7 @@ from sqlalchemy import text
 from app.common.settings import Settings
 from app.main import create_app
 from tests.database import TABLES, fresh_database
+from tests.factories import Catalog, add_member, create_dataset, create_schema, setup_instance
 from tests.image_server import ImageServer, unique_png
 
 BASE_URL = "https://testserver"
@@ -111,3 +112,13 @@ def make_client(application: FastAPI) -> AsyncClient:
 async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
     async with make_client(app) as http:
         yield http
+
+
+@pytest.fixture
+async def catalog(client: AsyncClient) -> Catalog:
+    """An admin, an activated member, a schema with one field of each type, and a dataset."""
+    admin = await setup_instance(client)
+    member = await add_member(client, admin)
+    schema = await create_schema(client, admin)
+    dataset = await create_dataset(client, admin, schema["id"])
+    return Catalog(admin, member, schema, dataset)

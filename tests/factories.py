@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from httpx import AsyncClient
 
 DEFAULT_PASSWORD = "correct-horse-battery"
+
+ImageUrl = Callable[..., str]
+"""The `image_url` fixture: serves an image on the loopback server and returns its URL."""
 
 
 def unique_email(prefix: str = "user") -> str:
@@ -150,3 +154,43 @@ async def create_dataset(
     assert response.status_code == 201, response.text
     created: dict[str, Any] = response.json()
     return created
+
+
+class Catalog:
+    """An admin, a member, a schema with one field of each type, and a dataset on it."""
+
+    def __init__(
+        self, admin: Account, member: Account, schema: dict[str, Any], dataset: dict[str, Any]
+    ):
+        self.admin, self.member, self.schema, self.dataset = admin, member, schema, dataset
+        self.ids = {f["name"]: f["id"] for f in schema["fields"]}
+
+    @property
+    def rows_path(self) -> str:
+        return f"/api/v1/datasets/{self.dataset['id']}/rows"
+
+    def data(self, **values: Any) -> dict[str, Any]:
+        return {self.ids[name]: value for name, value in values.items()}
+
+
+async def create_row(
+    client: AsyncClient, catalog: Catalog, url: str, data: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Create a row as the catalog's member and return its body."""
+    response = await client.post(
+        catalog.rows_path,
+        json={"image_url": url, "data": data or {}},
+        headers=catalog.member.headers,
+    )
+    assert response.status_code == 201, response.text
+    row: dict[str, Any] = response.json()
+    return row
+
+
+async def dataset_counts(client: AsyncClient, catalog: Catalog) -> tuple[int, int]:
+    """The dataset's `(rows_count, pending_count)` as the API reports them."""
+    response = await client.get(
+        f"/api/v1/datasets/{catalog.dataset['id']}", headers=catalog.admin.headers
+    )
+    body = response.json()
+    return body["rows_count"], body["pending_count"]

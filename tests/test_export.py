@@ -8,8 +8,8 @@ import io
 import json
 import socket
 import uuid
-from datetime import datetime, timedelta
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -21,9 +21,15 @@ from httpx import AsyncClient
 from app.main import create_app
 from app.services import export_service
 from app.services.export_service import content_disposition
-from tests.factories import create_dataset, create_schema, setup_instance
+from tests.factories import (
+    Catalog,
+    ImageUrl,
+    create_dataset,
+    create_row,
+    create_schema,
+    setup_instance,
+)
 from tests.helpers import execute, fetch_value
-from tests.test_rows import Catalog, ImageUrl, _create, catalog  # noqa: F401
 
 
 def _parse_csv(text: str) -> list[list[str]]:
@@ -33,13 +39,15 @@ def _parse_csv(text: str) -> list[list[str]]:
 async def _fill(
     app: FastAPI, client: AsyncClient, catalog: Catalog, image_url: ImageUrl
 ) -> list[dict[str, Any]]:
-    first = await _create(
+    first = await create_row(
         client,
         catalog,
         image_url(),
         catalog.data(label="cat", confidence=0.5, note='line one\nline two, "quoted"'),
     )
-    second = await _create(client, catalog, image_url(), catalog.data(confidence=1, verified=True))
+    second = await create_row(
+        client, catalog, image_url(), catalog.data(confidence=1, verified=True)
+    )
     await execute(
         app,
         "UPDATE dataset_rows SET created_at = created_at + interval '1 s' WHERE id = :id",

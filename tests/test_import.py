@@ -15,10 +15,16 @@ from httpx import AsyncClient
 
 from app.services import import_service
 from tests.conftest import make_client, running_app
-from tests.factories import add_member, create_dataset, create_schema, setup_instance
+from tests.factories import (
+    Catalog,
+    ImageUrl,
+    create_dataset,
+    create_schema,
+    dataset_counts,
+    setup_instance,
+)
 from tests.helpers import assert_error, fetch_all, fetch_value
 from tests.image_server import ImageServer, unique_png
-from tests.test_rows import Catalog, ImageUrl, _counts, catalog  # noqa: F401
 
 
 def _csv(rows: list[list[str]]) -> str:
@@ -76,7 +82,7 @@ async def test_import_json_form_converts_values_and_counts(
     assert by_url[urls[2]]["status"] == "pending"
     assert by_url[urls[3]]["data"] == catalog.data(label="dog", confidence=0.1, verified=False)
     assert {row["by"] for row in stored} == {catalog.member.id}
-    assert await _counts(client, catalog) == (4, 1)
+    assert await dataset_counts(client, catalog) == (4, 1)
 
 
 async def test_import_multipart_form_with_bom_and_quoted_newlines(
@@ -113,7 +119,7 @@ async def test_import_mark_all_pending(
         headers=catalog.member.headers,
     )
     assert response.json()["imported"] == 2
-    assert await _counts(client, catalog) == (2, 2)
+    assert await dataset_counts(client, catalog) == (2, 2)
 
 
 async def test_import_reports_invalid_rows_by_line_number(
@@ -176,7 +182,7 @@ async def test_import_counts_duplicates_and_rerun_adds_nothing(
     }
     again = await _import(client, catalog, content, {"image_url": "url"})
     assert again.json()["imported"] == 0 and again.json()["skipped_duplicates"] == 4
-    assert await _counts(client, catalog) == (3, 3)
+    assert await dataset_counts(client, catalog) == (3, 3)
 
 
 async def test_import_keeps_at_most_100_messages(

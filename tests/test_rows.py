@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,59 +13,17 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 
 from tests.conftest import make_client
-from tests.factories import Account, add_member, create_dataset, create_schema, setup_instance
-from tests.helpers import assert_error, execute, fetch_all, fetch_value, insert_row
+from tests.factories import (
+    Catalog,
+    ImageUrl,
+    create_dataset,
+    create_row,
+    create_schema,
+    dataset_counts,
+    setup_instance,
+)
+from tests.helpers import assert_error, fetch_all, fetch_value
 from tests.image_server import ImageServer, unique_png
-from tests.test_datasets import count_statements
-
-ImageUrl = Callable[..., str]
-
-
-class Catalog:
-    """An admin, a member, a schema with one field of each type, and a dataset on it."""
-
-    def __init__(
-        self, admin: Account, member: Account, schema: dict[str, Any], dataset: dict[str, Any]
-    ):
-        self.admin, self.member, self.schema, self.dataset = admin, member, schema, dataset
-        self.ids = {f["name"]: f["id"] for f in schema["fields"]}
-
-    @property
-    def rows_path(self) -> str:
-        return f"/api/v1/datasets/{self.dataset['id']}/rows"
-
-    def data(self, **values: Any) -> dict[str, Any]:
-        return {self.ids[name]: value for name, value in values.items()}
-
-
-@pytest.fixture
-async def catalog(client: AsyncClient) -> Catalog:
-    admin = await setup_instance(client)
-    member = await add_member(client, admin)
-    schema = await create_schema(client, admin)
-    dataset = await create_dataset(client, admin, schema["id"])
-    return Catalog(admin, member, schema, dataset)
-
-
-async def _create(
-    client: AsyncClient, catalog: Catalog, url: str, data: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    response = await client.post(
-        catalog.rows_path,
-        json={"image_url": url, "data": data or {}},
-        headers=catalog.member.headers,
-    )
-    assert response.status_code == 201, response.text
-    row: dict[str, Any] = response.json()
-    return row
-
-
-async def _counts(client: AsyncClient, catalog: Catalog) -> tuple[int, int]:
-    response = await client.get(
-        f"/api/v1/datasets/{catalog.dataset['id']}", headers=catalog.admin.headers
-    )
-    body = response.json()
-    return body["rows_count"], body["pending_count"]
 
 
 async def test_create_row_hashes_image_and_stores_values(
@@ -74,7 +31,9 @@ async def test_create_row_hashes_image_and_stores_values(
 ) -> None:
     image = unique_png()
     url = image_url(image)
-    row = await _create(client, catalog, url, catalog.data(label="cat", confidence=0.75, note=""))
+    row = await create_row(
+        client, catalog, url, catalog.data(label="cat", confidence=0.75, note="")
+    )
     assert row["image_url"] == url
     assert row["image_hash"] == hashlib.md5(image).hexdigest()
     assert row["data"] == catalog.data(label="cat", confidence=0.75, verified=False)
@@ -84,16 +43,16 @@ async def test_create_row_hashes_image_and_stores_values(
     assert row["dataset_id"] == catalog.dataset["id"]
     stored = await fetch_all(app, "SELECT data, status, image_hash FROM dataset_rows")
     assert stored == [{"data": row["data"], "status": "reviewed", "image_hash": row["image_hash"]}]
-    assert await _counts(client, catalog) == (1, 0)
+    assert await dataset_counts(client, catalog) == (1, 0)
 
 
 async def test_create_row_without_required_value_is_pending(
     client: AsyncClient, catalog: Catalog, image_url: ImageUrl
 ) -> None:
-    row = await _create(client, catalog, image_url(), catalog.data(label=None, verified=True))
+    row = await create_row(client, catalog, image_url(), catalog.data(label=None, verified=True))
     assert row["status"] == "pending"
     assert row["data"] == catalog.data(verified=True)
-    assert await _counts(client, catalog) == (1, 1)
+    assert await dataset_counts(client, catalog) == (1, 1)
 
 
 INVALID_VALUES: list[tuple[str, Any]] = [
@@ -177,14 +136,14 @@ async def test_same_image_twice_returns_409(
     client: AsyncClient, catalog: Catalog, image_url: ImageUrl
 ) -> None:
     image = unique_png()
-    await _create(client, catalog, image_url(image))
+    await create_row(client, catalog, image_url(image))
     response = await client.post(
         catalog.rows_path,
         json={"image_url": image_url(image), "data": {}},
         headers=catalog.member.headers,
     )
     assert_error(response, 409, "DUPLICATE")
-    assert await _counts(client, catalog) == (1, 1)
+    assert await dataset_counts(client, catalog) == (1, 1)
 
 
 async def test_concurrent_creates_of_one_image_exactly_one_wins(
@@ -210,7 +169,7 @@ async def test_same_image_in_two_datasets_is_fine(
     client: AsyncClient, catalog: Catalog, image_url: ImageUrl
 ) -> None:
     image = unique_png()
-    await _create(client, catalog, image_url(image))
+    await create_row(client, catalog, image_url(image))
     other = await create_dataset(client, catalog.admin, catalog.schema["id"])
     response = await client.post(
         f"/api/v1/datasets/{other['id']}/rows",

@@ -12,11 +12,19 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 
 from tests.conftest import make_client, running_app
-from tests.factories import create_dataset, create_schema, setup_instance, signup_team
+from tests.factories import (
+    Catalog,
+    ImageUrl,
+    create_dataset,
+    create_row,
+    create_schema,
+    dataset_counts,
+    setup_instance,
+    signup_team,
+)
 from tests.helpers import assert_error, execute, fetch_all, fetch_value, insert_row
 from tests.image_server import unique_png
 from tests.test_datasets import count_statements
-from tests.test_rows import Catalog, ImageUrl, _counts, _create, catalog  # noqa: F401
 
 
 async def test_list_rows_filters_sorts_and_breaks_ties_by_id(
@@ -69,11 +77,11 @@ async def test_list_rows_rejects_bad_parameters(
 async def test_list_rows_fills_emails_without_a_query_per_row(
     app: FastAPI, client: AsyncClient, catalog: Catalog, image_url: ImageUrl
 ) -> None:
-    await _create(client, catalog, image_url())
+    await create_row(client, catalog, image_url())
     with count_statements(app) as one:
         first = await client.get(catalog.rows_path, headers=catalog.admin.headers)
     for _ in range(4):
-        await _create(client, catalog, image_url())
+        await create_row(client, catalog, image_url())
     with count_statements(app) as five:
         second = await client.get(catalog.rows_path, headers=catalog.admin.headers)
     assert len(first.json()["items"]) == 1 and len(second.json()["items"]) == 5
@@ -103,7 +111,7 @@ async def test_queue_lists_pending_oldest_first(
 async def test_get_row_only_through_its_dataset(
     app: FastAPI, client: AsyncClient, catalog: Catalog, image_url: ImageUrl
 ) -> None:
-    row = await _create(client, catalog, image_url())
+    row = await create_row(client, catalog, image_url())
     found = await client.get(f"{catalog.rows_path}/{row['id']}", headers=catalog.member.headers)
     assert found.status_code == 200 and found.json() == row
     other = await create_dataset(client, catalog.admin, catalog.schema["id"])
@@ -116,7 +124,7 @@ async def test_get_row_only_through_its_dataset(
 async def test_update_row_replaces_data_and_recomputes_status(
     app: FastAPI, client: AsyncClient, catalog: Catalog, image_url: ImageUrl
 ) -> None:
-    row = await _create(client, catalog, image_url(), catalog.data(label="cat", note="hello"))
+    row = await create_row(client, catalog, image_url(), catalog.data(label="cat", note="hello"))
     assert row["status"] == "reviewed"
     path = f"{catalog.rows_path}/{row['id']}"
     response = await client.put(
@@ -130,14 +138,14 @@ async def test_update_row_replaces_data_and_recomputes_status(
     assert updated["updated_by_email"] == catalog.admin.email
     assert updated["created_by_email"] == catalog.member.email
     assert updated["image_hash"] == row["image_hash"]
-    assert await _counts(client, catalog) == (1, 1)
+    assert await dataset_counts(client, catalog) == (1, 1)
     explicit = await client.put(
         path,
         json={"data": catalog.data(confidence=0.2), "status": "reviewed"},
         headers=catalog.admin.headers,
     )
     assert explicit.json()["status"] == "reviewed"
-    assert await _counts(client, catalog) == (1, 0)
+    assert await dataset_counts(client, catalog) == (1, 0)
     status_only = await client.put(path, json={"status": "pending"}, headers=catalog.admin.headers)
     assert status_only.json()["status"] == "pending"
     assert status_only.json()["data"] == catalog.data(confidence=0.2)
@@ -145,13 +153,13 @@ async def test_update_row_replaces_data_and_recomputes_status(
         path, json={"data": None, "status": None, "image_url": None}, headers=catalog.admin.headers
     )
     assert nulls.json()["data"] == catalog.data(confidence=0.2)
-    assert await _counts(client, catalog) == (1, 1)
+    assert await dataset_counts(client, catalog) == (1, 1)
 
 
 async def test_update_row_rejects_invalid_data_and_changes_nothing(
     app: FastAPI, client: AsyncClient, catalog: Catalog, image_url: ImageUrl
 ) -> None:
-    row = await _create(client, catalog, image_url(), catalog.data(label="cat"))
+    row = await create_row(client, catalog, image_url(), catalog.data(label="cat"))
     path = f"{catalog.rows_path}/{row['id']}"
     for body in (
         {"data": catalog.data(label="cow")},
@@ -170,8 +178,8 @@ async def test_update_row_image_url_rehashes_and_checks_duplicates(
     client: AsyncClient, catalog: Catalog, image_url: ImageUrl
 ) -> None:
     taken = unique_png()
-    await _create(client, catalog, image_url(taken))
-    row = await _create(client, catalog, image_url())
+    await create_row(client, catalog, image_url(taken))
+    row = await create_row(client, catalog, image_url())
     path = f"{catalog.rows_path}/{row['id']}"
     fresh = unique_png()
     new_url = image_url(fresh)
@@ -190,14 +198,14 @@ async def test_update_row_image_url_rehashes_and_checks_duplicates(
 async def test_delete_row_updates_counters(
     app: FastAPI, client: AsyncClient, catalog: Catalog, image_url: ImageUrl
 ) -> None:
-    row = await _create(client, catalog, image_url())
-    await _create(client, catalog, image_url(), catalog.data(label="dog"))
-    assert await _counts(client, catalog) == (2, 1)
+    row = await create_row(client, catalog, image_url())
+    await create_row(client, catalog, image_url(), catalog.data(label="dog"))
+    assert await dataset_counts(client, catalog) == (2, 1)
     response = await client.delete(
         f"{catalog.rows_path}/{row['id']}", headers=catalog.member.headers
     )
     assert response.status_code == 204 and response.content == b""
-    assert await _counts(client, catalog) == (1, 0)
+    assert await dataset_counts(client, catalog) == (1, 0)
     again = await client.delete(f"{catalog.rows_path}/{row['id']}", headers=catalog.member.headers)
     assert_error(again, 404, "NOT_FOUND")
 
@@ -216,7 +224,7 @@ async def test_bulk_update_status_is_all_or_nothing(
         headers=catalog.member.headers,
     )
     assert_error(refused, 404, "NOT_FOUND")
-    assert await _counts(client, catalog) == (3, 3)
+    assert await dataset_counts(client, catalog) == (3, 3)
     unknown = await client.post(
         path,
         json={"row_ids": [str(uuid.uuid4())], "status": "reviewed"},
@@ -229,7 +237,7 @@ async def test_bulk_update_status_is_all_or_nothing(
         headers=catalog.member.headers,
     )
     assert done.status_code == 204 and done.content == b""
-    assert await _counts(client, catalog) == (3, 1)
+    assert await dataset_counts(client, catalog) == (3, 1)
     statuses = await fetch_all(
         app, "SELECT updated_by::text AS by FROM dataset_rows WHERE status = 'reviewed'"
     )
@@ -257,10 +265,10 @@ async def test_bulk_delete_accepts_array_or_object_all_or_nothing(
         path, json=body(ids + [str(uuid.uuid4())]), headers=catalog.member.headers
     )
     assert_error(refused, 404, "NOT_FOUND")
-    assert await _counts(client, catalog) == (3, 3)
+    assert await dataset_counts(client, catalog) == (3, 3)
     done = await client.post(path, json=body(ids[:2]), headers=catalog.member.headers)
     assert done.status_code == 204
-    assert await _counts(client, catalog) == (1, 1)
+    assert await dataset_counts(client, catalog) == (1, 1)
     remaining = await fetch_all(app, "SELECT id::text FROM dataset_rows")
     assert remaining == [{"id": ids[2]}]
     for bad in ([str(uuid.uuid4())] * 1001, ["not-a-uuid"], {"ids": ids}, "x"):

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import func
-from sqlmodel import col, select
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.common.db_errors import duplicates_as_errors
-from app.common.exceptions import NotFoundException
 from app.common.pagination import PageParams
 from app.models.base import utcnow
 from app.models.dataset import Dataset, DatasetCreate, DatasetPage, DatasetPublic, DatasetUpdate
 from app.models.user import User
 from app.services.schema_service import get_schema_row
+from app.services.team_scope import get_owned, page_owned
 
 NAME_TAKEN = {"datasets_team_name_key": "A dataset with this name already exists"}
 
@@ -32,13 +31,14 @@ async def get_dataset(
     Raises:
         NotFoundException: when no such dataset is in this team.
     """
-    query = select(Dataset).where(Dataset.id == dataset_id, Dataset.team_id == team_id)
-    if lock:
-        query = query.with_for_update()
-    dataset = (await session.exec(query)).first()
-    if dataset is None:
-        raise NotFoundException("Dataset not found")
-    return dataset
+    return await get_owned(
+        session,
+        Dataset,
+        team_id=team_id,
+        record_id=dataset_id,
+        not_found="Dataset not found",
+        lock=lock,
+    )
 
 
 async def list_datasets(
@@ -49,20 +49,13 @@ async def list_datasets(
     Two statements whatever the page holds: the counters are columns of the dataset, kept
     exact by triggers, so no row is counted here.
     """
-    total = (
-        await session.exec(
-            select(func.count()).select_from(Dataset).where(Dataset.team_id == team_id)
-        )
-    ).one()
-    datasets = (
-        await session.exec(
-            select(Dataset)
-            .where(Dataset.team_id == team_id)
-            .order_by(col(Dataset.created_at).desc(), col(Dataset.id).desc())
-            .offset(params.offset)
-            .limit(params.page_size)
-        )
-    ).all()
+    datasets, total = await page_owned(
+        session,
+        Dataset,
+        team_id=team_id,
+        order_by=(col(Dataset.created_at).desc(), col(Dataset.id).desc()),
+        params=params,
+    )
     return DatasetPage.build([public(item) for item in datasets], total, params)
 
 

@@ -46,8 +46,6 @@ class CopySpec:
     quote: str | None = None
 
 
-
-
 @dataclass(frozen=True)
 class ExportPlan:
     """What to stream: the dataset, its fields in position order, and the options."""

@@ -16,7 +16,6 @@ from app.common.db_errors import duplicates_as_errors
 from app.common.exceptions import (
     ConflictException,
     ErrorDetail,
-    NotFoundException,
     ValidationException,
 )
 from app.common.pagination import PageParams
@@ -35,6 +34,7 @@ from app.models.schema import (
 )
 from app.models.user import User
 from app.services.field_types import FieldRule, FieldValueError, normalize_config, parse_text
+from app.services.team_scope import get_owned, page_owned
 
 DEFAULT_SCHEMA_NAME = "Boolean Template"
 DEFAULT_SCHEMA_DESCRIPTION = (
@@ -126,13 +126,14 @@ async def get_schema_row(
     Raises:
         NotFoundException: when no such schema is in this team.
     """
-    query = select(Schema).where(Schema.id == schema_id, Schema.team_id == team_id)
-    if lock:
-        query = query.with_for_update()
-    schema = (await session.exec(query)).first()
-    if schema is None:
-        raise NotFoundException("Schema not found")
-    return schema
+    return await get_owned(
+        session,
+        Schema,
+        team_id=team_id,
+        record_id=schema_id,
+        not_found="Schema not found",
+        lock=lock,
+    )
 
 
 async def get_fields(session: AsyncSession, *, schema_id: uuid.UUID) -> list[SchemaField]:
@@ -153,20 +154,13 @@ async def list_schemas(
     session: AsyncSession, *, team_id: uuid.UUID, params: PageParams
 ) -> SchemaPage:
     """A page of the team's schemas ordered by name, each with its fields (three queries)."""
-    total = (
-        await session.exec(
-            select(func.count()).select_from(Schema).where(Schema.team_id == team_id)
-        )
-    ).one()
-    schemas = (
-        await session.exec(
-            select(Schema)
-            .where(Schema.team_id == team_id)
-            .order_by(func.lower(Schema.name), col(Schema.id))
-            .offset(params.offset)
-            .limit(params.page_size)
-        )
-    ).all()
+    schemas, total = await page_owned(
+        session,
+        Schema,
+        team_id=team_id,
+        order_by=(func.lower(Schema.name), col(Schema.id)),
+        params=params,
+    )
     fields = await _fields_of(session, [schema.id for schema in schemas])
     by_schema: dict[uuid.UUID, list[SchemaField]] = {}
     for item in fields:

@@ -9,11 +9,12 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.common.db_errors import commit_or_duplicate
-from app.common.exceptions import ConflictException, ForbiddenException, NotFoundException
+from app.common.exceptions import ConflictException, ForbiddenException
 from app.common.pagination import PageParams
 from app.common.security import generate_password, hash_password
 from app.models.base import utcnow
 from app.models.user import Role, User, UserCreate, UserPage, UserPublic
+from app.services.team_scope import get_owned, page_owned
 from app.services.team_service import EMAIL_TAKEN, lock_team
 
 
@@ -30,18 +31,9 @@ async def find_by_id(session: AsyncSession, user_id: uuid.UUID) -> User | None:
 
 async def list_users(session: AsyncSession, *, team_id: uuid.UUID, params: PageParams) -> UserPage:
     """A page of the team's users, ordered by email."""
-    total = (
-        await session.exec(select(func.count()).select_from(User).where(User.team_id == team_id))
-    ).one()
-    users = (
-        await session.exec(
-            select(User)
-            .where(User.team_id == team_id)
-            .order_by(col(User.email), col(User.id))
-            .offset(params.offset)
-            .limit(params.page_size)
-        )
-    ).all()
+    users, total = await page_owned(
+        session, User, team_id=team_id, order_by=(col(User.email), col(User.id)), params=params
+    )
     items = [UserPublic.model_validate(user, from_attributes=True) for user in users]
     return UserPage.build(items, total, params)
 
@@ -52,11 +44,9 @@ async def get_user(session: AsyncSession, *, team_id: uuid.UUID, user_id: uuid.U
     Raises:
         NotFoundException: when no such user is in this team.
     """
-    query = select(User).where(User.id == user_id, User.team_id == team_id)
-    user = (await session.exec(query)).first()
-    if user is None:
-        raise NotFoundException("User not found")
-    return user
+    return await get_owned(
+        session, User, team_id=team_id, record_id=user_id, not_found="User not found"
+    )
 
 
 async def create_user(

@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await apply_schema_if_empty(engine)
             yield
         finally:
-            await http_client.aclose()
+            await http_client.close()
             await engine.dispose()
 
     app = FastAPI(
@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url="/api/redoc",
         openapi_url="/api/openapi.json",
         lifespan=lifespan,
-        responses=error_responses(500, 503),
+        responses=error_responses(500),
     )
     app.state.settings = settings
     install_exception_handlers(app)
@@ -78,7 +78,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
         )
     api = APIRouter(prefix=API_PREFIX)
-    for module in (health, setup, auth, team, users, schemas, datasets, rows):
-        api.include_router(module.router)
+    api.include_router(health.router)
+    for module in (setup, auth, team, users, schemas, datasets, rows):
+        # Every route of these uses the database, so any of them answers 503 while it is down.
+        api.include_router(module.router, responses=error_responses(503))
     app.include_router(api)
     return app

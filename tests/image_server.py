@@ -1,4 +1,4 @@
-"""A real HTTP(S) server on 127.0.0.1 for tests that download images, plus tiny image bodies.
+"""A real HTTP(S) server on loopback for tests that download images, plus tiny image bodies.
 
 Usage::
 
@@ -17,14 +17,17 @@ headers), so a test can assert that nothing was contacted. Unknown paths answer 
 from __future__ import annotations
 
 import itertools
+import socket
 import ssl
 import struct
+import sys
 import threading
 import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 CHUNK = 64 * 1024
 _counter = itertools.count()
@@ -121,6 +124,7 @@ class Route:
     chunk_delay: float = 0.0
     repeat: int = 1
     send_length: bool = True
+    declared_length: int | None = None
 
     def chunks(self) -> Iterator[bytes]:
         """The body, `repeat` times over, in chunks of at most `chunk_size` bytes."""
@@ -132,6 +136,11 @@ class Route:
     def length(self) -> int:
         """The full body length."""
         return len(self.body) * self.repeat
+
+    @property
+    def cut_short(self) -> bool:
+        """Whether the announced length exceeds the body, so the server hangs up after it."""
+        return self.declared_length is not None and self.declared_length > self.length
 
 
 @dataclass(frozen=True)
@@ -147,6 +156,7 @@ class ReceivedRequest:
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         owner = self.server.owner
@@ -159,7 +169,12 @@ class _Handler(BaseHTTPRequestHandler):
             for name, value in route.headers.items():
                 self.send_header(name, value)
             if route.send_length:
-                self.send_header("Content-Length", str(route.length))
+                declared = route.declared_length
+                self.send_header(
+                    "Content-Length", str(route.length if declared is None else declared)
+                )
+                if route.cut_short:
+                    self.close_connection = True
             else:
                 self.send_header("Connection", "close")
                 self.close_connection = True
@@ -182,16 +197,32 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     owner: ImageServer
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Stay quiet when a client hangs up: fetchers drop connections of refused answers."""
+        if not isinstance(sys.exc_info()[1], (ConnectionError, ssl.SSLError)):
+            super().handle_error(request, client_address)
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
 
 class ImageServer:
-    """A threaded HTTP server on 127.0.0.1 with configurable routes and a request log.
+    """A threaded HTTP server on a loopback address with configurable routes and a request log.
+
+    Responses go out with TCP_NODELAY: the headers and the body are separate writes, and on a
+    keep-alive connection Nagle's algorithm would hold the body back until the client's
+    delayed ACK (about 40 ms per response).
 
     Args:
         ssl_context: Serve HTTPS with this server-side context instead of plain HTTP.
+        host: The loopback address to bind (`127.0.0.2` gives a second, distinct server;
+            `::1` serves over IPv6).
     """
 
-    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None, host: str = "127.0.0.1") -> None:
         self._ssl_context = ssl_context
+        self._host = host
         self._routes: dict[str, Route] = {}
         self._received: list[ReceivedRequest] = []
         self._lock = threading.Lock()
@@ -211,8 +242,9 @@ class ImageServer:
         return int(self._server.server_address[1])
 
     def start(self) -> None:
-        """Bind a free port on 127.0.0.1 and serve in a background thread."""
-        server = _Server(("127.0.0.1", 0), _Handler)
+        """Bind a free port on the server's address and serve in a background thread."""
+        server_class = _Server6 if ":" in self._host else _Server
+        server = server_class((self._host, 0), _Handler)
         server.owner = self
         if self._ssl_context is not None:
             server.socket = self._ssl_context.wrap_socket(server.socket, server_side=True)
@@ -234,9 +266,10 @@ class ImageServer:
         self._server = None
         self._thread = None
 
-    def url(self, path: str, host: str = "127.0.0.1") -> str:
+    def url(self, path: str, host: str | None = None) -> str:
         """The URL of `path` on this server, optionally with another host spelling."""
-        return f"{self.scheme}://{host}:{self.port}{path}"
+        default = f"[{self._host}]" if ":" in self._host else self._host
+        return f"{self.scheme}://{host or default}:{self.port}{path}"
 
     def add_route(self, path: str, route: Route) -> None:
         """Answer `path` with `route`."""

@@ -1,40 +1,51 @@
-"""The safe image fetcher: real downloads from a loopback server, and every SSRF form refused.
+"""The safe image fetcher: real downloads from loopback servers, and every SSRF form refused.
 
-Downloads that should succeed go to `ImageServer` on 127.0.0.1 with `allow_private=True`.
-SSRF tests run with `allow_private=False` and assert that nothing was contacted: the loopback
-server's request log stays empty, and for any other address the client's transport fails the
-test if it is used at all, so no traffic ever leaves the machine.
+Every test runs against the production session (`create_http_client`). Downloads that should
+succeed go to `ImageServer` on 127.0.0.1 with `allow_private=True`. SSRF tests run with
+`allow_private=False` and assert that nothing was contacted: the servers' request logs stay
+empty, and the autouse `connections` fixture records every socket connection an event loop
+opens and refuses any address outside loopback (failing the test), so no traffic ever leaves
+the machine. Tests that need an address the rule accepts let 127.0.0.1, and only it, pass for
+public (`public_127_0_0_1`); a second server on 127.0.0.2 then plays the internal host that
+must never be reached.
 """
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import hashlib
 import ipaddress
 import logging
 import shutil
+import socket
 import ssl
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
-import httpx
+import aiohttp
 import pytest
 
 from app.common.exceptions import PayloadTooLargeException, ValidationException
+from app.services import image_fetcher
 from app.services.image_fetcher import (
     MAX_URL_LENGTH,
     FetchedImage,
     ImageFetcher,
     IPAddress,
+    PinnedResolver,
     Resolver,
-    ServerNamePooledTransport,
     check_url,
     create_http_client,
     is_public_address,
+    pinned_addresses,
     sniff_image_type,
 )
 from tests.image_server import (
     ImageServer,
+    Route,
     avif_bytes,
     bmp_bytes,
     gif_bytes,
@@ -50,6 +61,10 @@ from tests.image_server import (
 PUBLIC_IP = "93.184.216.34"
 MAX_BYTES = 1024 * 1024
 NOT_PUBLIC = "image_url: address is not public"
+NOT_VALID = "image_url: not a valid URL"
+LOOPBACK = ipaddress.ip_address("127.0.0.1")
+
+Connections = list[tuple[str, int]]
 
 
 class StubResolver:
@@ -73,37 +88,63 @@ class StubResolver:
         return [ipaddress.ip_address(address) for address in answer]
 
 
-class RecordingTransport(httpx.AsyncBaseTransport):
-    """A transport that never touches the network: it records requests and answers by handler."""
+@pytest.fixture(autouse=True)
+def connections(monkeypatch: pytest.MonkeyPatch) -> Iterator[Connections]:
+    """Every (address, port) an event loop connects a socket to during the test.
 
-    def __init__(self, handler: Callable[[httpx.Request], httpx.Response] | None = None) -> None:
-        self.requests: list[httpx.Request] = []
-        self._handler = handler
+    Connections outside loopback are refused before any packet is sent, and fail the test.
+    """
+    attempts: Connections = []
+    blocked: Connections = []
+    original = asyncio.SelectorEventLoop.sock_connect
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        if self._handler is None:
-            pytest.fail(f"the fetcher sent a request it should have refused: {request.url}")
-        return self._handler(request)
+    async def loopback_only(
+        loop: asyncio.SelectorEventLoop, sock: socket.socket, address: Any
+    ) -> None:
+        host, port = str(address[0]), int(address[1])
+        if not ipaddress.ip_address(host).is_loopback:
+            blocked.append((host, port))
+            raise ConnectionRefusedError(f"test guard: {host} is not a loopback address")
+        attempts.append((host, port))
+        await original(loop, sock, address)
+
+    monkeypatch.setattr(asyncio.SelectorEventLoop, "sock_connect", loopback_only)
+    yield attempts
+    assert blocked == [], f"the fetcher tried to leave the machine: {blocked}"
 
 
 @pytest.fixture
-def image_server() -> Iterator[ImageServer]:
-    server = ImageServer()
+def public_127_0_0_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let 127.0.0.1, and no other address, pass the address rule, as a public host would."""
+    monkeypatch.setattr(image_fetcher, "is_public_address", lambda address: address == LOOPBACK)
+
+
+def _serve(server: ImageServer) -> Iterator[ImageServer]:
     server.start()
     yield server
     server.stop()
 
 
 @pytest.fixture
-async def http_client() -> AsyncIterator[httpx.AsyncClient]:
+def image_server() -> Iterator[ImageServer]:
+    yield from _serve(ImageServer())
+
+
+@pytest.fixture
+def internal_server() -> Iterator[ImageServer]:
+    """A second loopback server, on 127.0.0.2: the internal host in redirect tests."""
+    yield from _serve(ImageServer(host="127.0.0.2"))
+
+
+@pytest.fixture
+async def http_client() -> AsyncIterator[aiohttp.ClientSession]:
     client = create_http_client()
     yield client
-    await client.aclose()
+    await client.close()
 
 
 def make_fetcher(
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     *,
     allow_private: bool,
     max_bytes: int = MAX_BYTES,
@@ -113,10 +154,6 @@ def make_fetcher(
     return ImageFetcher(
         client, max_bytes=max_bytes, timeout=timeout, allow_private=allow_private, resolver=resolver
     )
-
-
-def offline_client(transport: RecordingTransport) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=transport, follow_redirects=False)
 
 
 async def fetch_error(fetcher: ImageFetcher, url: str) -> ValidationException:
@@ -135,7 +172,7 @@ def md5(data: bytes) -> str:
 
 
 async def test_fetch_png_returns_md5_size_and_url(
-    image_server: ImageServer, http_client: httpx.AsyncClient
+    image_server: ImageServer, http_client: aiohttp.ClientSession, connections: Connections
 ) -> None:
     data = unique_png()
     image_server.add_image("/cat.png", data)
@@ -148,7 +185,11 @@ async def test_fetch_png_returns_md5_size_and_url(
     )
     assert image.md5 == image.md5.lower()
     assert image_server.requests == ["/cat.png"]
-    assert image_server.received[0].headers["host"] == f"127.0.0.1:{image_server.port}"
+    assert connections == [("127.0.0.1", image_server.port)]
+    headers = image_server.received[0].headers
+    assert headers["host"] == f"127.0.0.1:{image_server.port}"
+    assert headers["accept-encoding"] == "identity"
+    assert headers["user-agent"] == image_fetcher.USER_AGENT
 
 
 @pytest.mark.parametrize(
@@ -183,7 +224,7 @@ async def test_fetch_png_returns_md5_size_and_url(
     ],
 )
 async def test_fetch_every_image_format_accepted_whatever_the_content_type(
-    image_server: ImageServer, http_client: httpx.AsyncClient, data: bytes
+    image_server: ImageServer, http_client: aiohttp.ClientSession, data: bytes
 ) -> None:
     image_server.add_image("/download", data, content_type="text/plain")
     fetcher = make_fetcher(http_client, allow_private=True)
@@ -194,7 +235,7 @@ async def test_fetch_every_image_format_accepted_whatever_the_content_type(
 
 
 async def test_fetch_distinct_images_have_distinct_md5(
-    image_server: ImageServer, http_client: httpx.AsyncClient
+    image_server: ImageServer, http_client: aiohttp.ClientSession
 ) -> None:
     image_server.add_image("/a.png", unique_png())
     image_server.add_image("/b.png", unique_png())
@@ -207,7 +248,7 @@ async def test_fetch_distinct_images_have_distinct_md5(
 
 
 async def test_fetch_reuses_the_connection(
-    image_server: ImageServer, http_client: httpx.AsyncClient
+    image_server: ImageServer, http_client: aiohttp.ClientSession, connections: Connections
 ) -> None:
     image_server.add_image("/a.png", png_bytes())
     fetcher = make_fetcher(http_client, allow_private=True)
@@ -217,10 +258,24 @@ async def test_fetch_reuses_the_connection(
 
     first, second = image_server.received
     assert first.client_port == second.client_port
+    assert len(connections) == 1
+
+
+async def test_fetch_keeps_no_cookies(
+    image_server: ImageServer, http_client: aiohttp.ClientSession
+) -> None:
+    route = Route(body=png_bytes(), headers={"Set-Cookie": "session=tracker; Path=/"})
+    image_server.add_route("/a.png", route)
+    fetcher = make_fetcher(http_client, allow_private=True)
+
+    await fetcher.fetch(image_server.url("/a.png"))
+    await fetcher.fetch(image_server.url("/a.png"))
+
+    assert [request.headers.get("cookie") for request in image_server.received] == [None, None]
 
 
 async def test_fetch_follows_three_redirects(
-    image_server: ImageServer, http_client: httpx.AsyncClient
+    image_server: ImageServer, http_client: aiohttp.ClientSession
 ) -> None:
     data = unique_png()
     image_server.add_redirect("/r1", "/r2", status=301)
@@ -238,7 +293,7 @@ async def test_fetch_follows_three_redirects(
 
 
 async def test_fetch_more_than_three_redirects_refused(
-    image_server: ImageServer, http_client: httpx.AsyncClient
+    image_server: ImageServer, http_client: aiohttp.ClientSession
 ) -> None:
     for hop in range(1, 5):
         image_server.add_redirect(f"/r{hop}", f"/r{hop + 1}")
@@ -252,7 +307,7 @@ async def test_fetch_more_than_three_redirects_refused(
 
 
 async def test_fetch_connects_to_the_resolved_address_with_the_original_host_header(
-    image_server: ImageServer, http_client: httpx.AsyncClient
+    image_server: ImageServer, http_client: aiohttp.ClientSession
 ) -> None:
     image_server.add_image("/a.png", png_bytes())
     resolver = StubResolver({"images.test": ["127.0.0.1"]})
@@ -266,7 +321,7 @@ async def test_fetch_connects_to_the_resolved_address_with_the_original_host_hea
 
 
 async def test_fetch_tries_the_next_checked_address_when_one_refuses(
-    image_server: ImageServer, http_client: httpx.AsyncClient
+    image_server: ImageServer, http_client: aiohttp.ClientSession, connections: Connections
 ) -> None:
     image_server.add_image("/a.png", png_bytes())
     resolver = StubResolver({"dual.test": ["127.0.0.2", "127.0.0.1"]})
@@ -275,10 +330,30 @@ async def test_fetch_tries_the_next_checked_address_when_one_refuses(
     await fetcher.fetch(f"http://dual.test:{image_server.port}/a.png")
 
     assert image_server.requests == ["/a.png"]
+    assert connections == [("127.0.0.2", image_server.port), ("127.0.0.1", image_server.port)]
+
+
+async def test_fetch_ipv6_address_is_pinned_too(http_client: aiohttp.ClientSession) -> None:
+    try:
+        server = ImageServer(host="::1")
+        server.start()
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    try:
+        server.add_image("/a.png", png_bytes("v6"))
+        resolver = StubResolver({"v6.test": ["::1"]})
+        fetcher = make_fetcher(http_client, allow_private=True, resolver=resolver)
+
+        image = await fetcher.fetch(f"http://v6.test:{server.port}/a.png")
+    finally:
+        server.stop()
+
+    assert image.md5 == md5(png_bytes("v6"))
+    assert server.requests == ["/a.png"]
 
 
 async def test_fetch_url_of_exactly_2048_characters_accepted(
-    image_server: ImageServer, http_client: httpx.AsyncClient
+    image_server: ImageServer, http_client: aiohttp.ClientSession
 ) -> None:
     prefix = image_server.url("/")
     path = "/" + "a" * (MAX_URL_LENGTH - len(prefix))
@@ -291,7 +366,7 @@ async def test_fetch_url_of_exactly_2048_characters_accepted(
 
 
 async def test_fetch_body_of_exactly_max_bytes_accepted(
-    image_server: ImageServer, http_client: httpx.AsyncClient
+    image_server: ImageServer, http_client: aiohttp.ClientSession
 ) -> None:
     data = png_bytes().ljust(1000, b"\x00")
     image_server.add_image("/a.png", data)
@@ -304,7 +379,7 @@ async def test_fetch_body_of_exactly_max_bytes_accepted(
 
 
 async def test_fetch_body_over_max_bytes_with_content_length_413(
-    image_server: ImageServer, http_client: httpx.AsyncClient
+    image_server: ImageServer, http_client: aiohttp.ClientSession
 ) -> None:
     image_server.add_image("/a.png", png_bytes().ljust(1001, b"\x00"))
     fetcher = make_fetcher(http_client, allow_private=True, max_bytes=1000)
@@ -317,7 +392,7 @@ async def test_fetch_body_over_max_bytes_with_content_length_413(
 
 
 async def test_fetch_streamed_body_over_max_bytes_413(
-    image_server: ImageServer, http_client: httpx.AsyncClient
+    image_server: ImageServer, http_client: aiohttp.ClientSession
 ) -> None:
     image_server.add_big("/big.png", 8 * MAX_BYTES, send_length=False)
     fetcher = make_fetcher(http_client, allow_private=True)
@@ -328,8 +403,21 @@ async def test_fetch_streamed_body_over_max_bytes_413(
     assert caught.value.message == f"image_url: image exceeds {MAX_BYTES} bytes"
 
 
+async def test_fetch_compressed_body_is_not_decompressed(
+    image_server: ImageServer, http_client: aiohttp.ClientSession
+) -> None:
+    """The size cap and the image check apply to the bytes on the wire: no gzip bombs."""
+    body = gzip.compress(png_bytes().ljust(100_000, b"\x00"))
+    image_server.add_route("/a.png", Route(body=body, headers={"Content-Encoding": "gzip"}))
+    fetcher = make_fetcher(http_client, allow_private=True)
+
+    error = await fetch_error(fetcher, image_server.url("/a.png"))
+
+    assert error.message == "image_url: not an image (unrecognised bytes)"
+
+
 async def test_fetch_slow_server_times_out(
-    image_server: ImageServer, http_client: httpx.AsyncClient
+    image_server: ImageServer, http_client: aiohttp.ClientSession
 ) -> None:
     image_server.add_slow("/slow.png", png_bytes().ljust(400, b"\x00"), chunk_size=50, delay=0.2)
     fetcher = make_fetcher(http_client, allow_private=True, timeout=0.5)
@@ -340,7 +428,7 @@ async def test_fetch_slow_server_times_out(
 
 
 async def test_fetch_timeout_covers_the_whole_redirect_chain(
-    image_server: ImageServer, http_client: httpx.AsyncClient
+    image_server: ImageServer, http_client: aiohttp.ClientSession
 ) -> None:
     image_server.add_redirect("/r1", "/slow.png")
     image_server.add_slow("/slow.png", png_bytes().ljust(400, b"\x00"), chunk_size=50, delay=0.2)
@@ -364,7 +452,7 @@ async def test_fetch_timeout_covers_the_whole_redirect_chain(
     ids=["html", "empty", "bm-junk", "wav", "mp4", "pdf"],
 )
 async def test_fetch_non_image_refused(
-    image_server: ImageServer, http_client: httpx.AsyncClient, body: bytes
+    image_server: ImageServer, http_client: aiohttp.ClientSession, body: bytes
 ) -> None:
     image_server.add_bytes("/fake.png", body, content_type="image/png")
     fetcher = make_fetcher(http_client, allow_private=True)
@@ -385,7 +473,7 @@ async def test_fetch_non_image_refused(
     ],
 )
 async def test_fetch_non_2xx_or_empty_answer_refused(
-    image_server: ImageServer, http_client: httpx.AsyncClient, status: int, message: str
+    image_server: ImageServer, http_client: aiohttp.ClientSession, status: int, message: str
 ) -> None:
     image_server.add_status("/x.png", status)
     fetcher = make_fetcher(http_client, allow_private=True)
@@ -396,7 +484,9 @@ async def test_fetch_non_2xx_or_empty_answer_refused(
     assert image_server.requests == ["/x.png"]
 
 
-async def test_fetch_404_says_so(image_server: ImageServer, http_client: httpx.AsyncClient) -> None:
+async def test_fetch_404_says_so(
+    image_server: ImageServer, http_client: aiohttp.ClientSession
+) -> None:
     fetcher = make_fetcher(http_client, allow_private=True)
 
     error = await fetch_error(fetcher, image_server.url("/missing.png"))
@@ -405,7 +495,19 @@ async def test_fetch_404_says_so(image_server: ImageServer, http_client: httpx.A
     assert error.details is not None and error.details[0].field == "image_url"
 
 
-async def test_fetch_closed_port_refused(http_client: httpx.AsyncClient) -> None:
+async def test_fetch_body_cut_short_refused(
+    image_server: ImageServer, http_client: aiohttp.ClientSession
+) -> None:
+    data = png_bytes().ljust(1000, b"\x00")
+    image_server.add_route("/a.png", Route(body=data, declared_length=5000))
+    fetcher = make_fetcher(http_client, allow_private=True)
+
+    error = await fetch_error(fetcher, image_server.url("/a.png"))
+
+    assert error.message == "image_url: could not download the image"
+
+
+async def test_fetch_closed_port_refused(http_client: aiohttp.ClientSession) -> None:
     server = ImageServer()
     server.start()
     url = server.url("/a.png")
@@ -430,27 +532,27 @@ async def test_fetch_closed_port_refused(http_client: httpx.AsyncClient) -> None
         "",
     ],
 )
-async def test_fetch_bad_scheme_refused(url: str) -> None:
-    transport = RecordingTransport()
-    async with offline_client(transport) as client:
-        fetcher = make_fetcher(client, allow_private=True)
+async def test_fetch_bad_scheme_refused(
+    http_client: aiohttp.ClientSession, connections: Connections, url: str
+) -> None:
+    fetcher = make_fetcher(http_client, allow_private=True)
 
-        error = await fetch_error(fetcher, url)
+    error = await fetch_error(fetcher, url)
 
     assert error.message == "image_url: only http and https URLs are allowed"
-    assert transport.requests == []
+    assert connections == []
 
 
-async def test_fetch_url_over_2048_characters_refused() -> None:
-    transport = RecordingTransport()
+async def test_fetch_url_over_2048_characters_refused(
+    http_client: aiohttp.ClientSession, connections: Connections
+) -> None:
     url = "http://127.0.0.1/" + "a" * (MAX_URL_LENGTH - len("http://127.0.0.1/") + 1)
-    async with offline_client(transport) as client:
-        fetcher = make_fetcher(client, allow_private=True)
+    fetcher = make_fetcher(http_client, allow_private=True)
 
-        error = await fetch_error(fetcher, url)
+    error = await fetch_error(fetcher, url)
 
     assert error.message == "image_url: URL is longer than 2048 characters"
-    assert transport.requests == []
+    assert connections == []
 
 
 @pytest.mark.parametrize(
@@ -458,7 +560,7 @@ async def test_fetch_url_over_2048_characters_refused() -> None:
 )
 async def test_fetch_url_with_credentials_refused_and_not_logged(
     image_server: ImageServer,
-    http_client: httpx.AsyncClient,
+    http_client: aiohttp.ClientSession,
     caplog: pytest.LogCaptureFixture,
     netloc: str,
 ) -> None:
@@ -474,7 +576,9 @@ async def test_fetch_url_with_credentials_refused_and_not_logged(
 
 
 async def test_fetch_logs_no_query_string(
-    image_server: ImageServer, http_client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    image_server: ImageServer,
+    http_client: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     fetcher = make_fetcher(http_client, allow_private=True)
     caplog.set_level(logging.DEBUG)
@@ -485,28 +589,24 @@ async def test_fetch_logs_no_query_string(
     assert "topsecret" not in caplog.text
 
 
-async def test_fetch_unresolvable_host_refused() -> None:
-    transport = RecordingTransport()
-    async with offline_client(transport) as client:
-        fetcher = make_fetcher(client, allow_private=False, resolver=StubResolver({}))
+async def test_fetch_unresolvable_host_refused(
+    http_client: aiohttp.ClientSession, connections: Connections
+) -> None:
+    fetcher = make_fetcher(http_client, allow_private=False, resolver=StubResolver({}))
 
-        error = await fetch_error(fetcher, "http://nowhere.test/a.png")
+    error = await fetch_error(fetcher, "http://nowhere.test/a.png")
 
     assert error.message == "image_url: host could not be resolved"
-    assert transport.requests == []
+    assert connections == []
 
 
 # --- SSRF: addresses that are not public -------------------------------------------------------
 
 LOOPBACK_HOSTS = [
     "127.0.0.1",
-    "127.1",
-    "127.0.1",
     "127.255.255.254",
-    "2130706433",
     "0x7f000001",
     "0x7f.0.0.1",
-    "0",
     "0.0.0.0",
     "localhost",
     "[::1]",
@@ -522,10 +622,24 @@ LOOPBACK_HOSTS = [
     "[2002:7f00:1::1]",
 ]
 
+NON_CANONICAL_NUMERIC_HOSTS = [
+    "127.1",
+    "127.0.1",
+    "2130706433",
+    "0",
+    "0177.0.0.1",
+    "127.000.000.001",
+    "127.0.0.01",
+    "127.0.0.1.",
+]
+
 
 @pytest.mark.parametrize("host", LOOPBACK_HOSTS)
 async def test_fetch_loopback_in_every_spelling_refused_without_contact(
-    image_server: ImageServer, http_client: httpx.AsyncClient, host: str
+    image_server: ImageServer,
+    http_client: aiohttp.ClientSession,
+    connections: Connections,
+    host: str,
 ) -> None:
     image_server.add_image("/x", png_bytes())
     fetcher = make_fetcher(http_client, allow_private=False)
@@ -534,32 +648,42 @@ async def test_fetch_loopback_in_every_spelling_refused_without_contact(
 
     assert error.message == NOT_PUBLIC
     assert image_server.requests == []
+    assert connections == []
 
 
-@pytest.mark.parametrize("host", ["0177.0.0.1", "127.000.000.001", "127.0.0.01"])
-async def test_fetch_ambiguous_dotted_quad_refused_without_contact(
-    image_server: ImageServer, http_client: httpx.AsyncClient, host: str
+@pytest.mark.parametrize("allow_private", [False, True])
+@pytest.mark.parametrize("host", NON_CANONICAL_NUMERIC_HOSTS)
+async def test_fetch_non_canonical_numeric_host_refused_without_contact(
+    image_server: ImageServer,
+    http_client: aiohttp.ClientSession,
+    connections: Connections,
+    host: str,
+    allow_private: bool,
 ) -> None:
+    """Numeric hosts that are no canonical address: aiohttp refuses them, and so does the check."""
     image_server.add_image("/x", png_bytes())
-    fetcher = make_fetcher(http_client, allow_private=True)
+    resolver = StubResolver({})
+    fetcher = make_fetcher(http_client, allow_private=allow_private, resolver=resolver)
 
     error = await fetch_error(fetcher, image_server.url("/x", host=host))
 
-    assert error.message == "image_url: not a valid URL"
+    assert error.message == NOT_VALID
     assert image_server.requests == []
+    assert connections == []
+    assert resolver.calls == []
 
 
 async def test_fetch_loopback_allowed_spelling_is_really_served(
-    image_server: ImageServer, http_client: httpx.AsyncClient
+    image_server: ImageServer, http_client: aiohttp.ClientSession
 ) -> None:
     """The refusals above are due to the rule: the same URLs work with private addresses on."""
     image_server.add_image("/x", png_bytes())
     fetcher = make_fetcher(http_client, allow_private=True)
 
-    for host in ("127.1", "2130706433", "0x7f000001", "localhost"):
+    for host in ("0x7f000001", "0x7f.0.0.1", "localhost"):
         await fetcher.fetch(image_server.url("/x", host=host))
 
-    assert image_server.requests == ["/x"] * 4
+    assert image_server.requests == ["/x"] * 3
 
 
 NON_PUBLIC_ADDRESSES = [
@@ -619,92 +743,198 @@ def _literal(address: str) -> str:
 
 
 @pytest.mark.parametrize("address", NON_PUBLIC_ADDRESSES)
-async def test_fetch_non_public_literal_refused_without_contact(address: str) -> None:
-    transport = RecordingTransport()
+async def test_fetch_non_public_literal_refused_without_contact(
+    http_client: aiohttp.ClientSession, connections: Connections, address: str
+) -> None:
     resolver = StubResolver({})
-    async with offline_client(transport) as client:
-        fetcher = make_fetcher(client, allow_private=False, resolver=resolver)
+    fetcher = make_fetcher(http_client, allow_private=False, resolver=resolver)
 
-        error = await fetch_error(fetcher, f"http://{_literal(address)}/latest/meta-data/")
+    error = await fetch_error(fetcher, f"http://{_literal(address)}/latest/meta-data/")
 
     assert error.message == NOT_PUBLIC
-    assert transport.requests == []
+    assert connections == []
     assert resolver.calls == []
 
 
 @pytest.mark.parametrize("address", NON_PUBLIC_ADDRESSES)
 async def test_fetch_name_resolving_to_non_public_address_refused_without_contact(
-    address: str,
+    http_client: aiohttp.ClientSession, connections: Connections, address: str
 ) -> None:
-    transport = RecordingTransport()
     resolver = StubResolver({"internal.test": [address]})
-    async with offline_client(transport) as client:
-        fetcher = make_fetcher(client, allow_private=False, resolver=resolver)
+    fetcher = make_fetcher(http_client, allow_private=False, resolver=resolver)
 
-        error = await fetch_error(fetcher, "https://internal.test/a.png")
+    error = await fetch_error(fetcher, "https://internal.test/a.png")
 
     assert error.message == NOT_PUBLIC
-    assert transport.requests == []
+    assert connections == []
     assert resolver.calls == ["internal.test"]
 
 
-async def test_fetch_name_with_one_non_public_answer_among_public_ones_refused() -> None:
-    transport = RecordingTransport()
+async def test_fetch_name_with_one_non_public_answer_among_public_ones_refused(
+    http_client: aiohttp.ClientSession, connections: Connections
+) -> None:
     resolver = StubResolver({"mixed.test": [PUBLIC_IP, "10.0.0.1"]})
-    async with offline_client(transport) as client:
-        fetcher = make_fetcher(client, allow_private=False, resolver=resolver)
+    fetcher = make_fetcher(http_client, allow_private=False, resolver=resolver)
 
-        error = await fetch_error(fetcher, "http://mixed.test/a.png")
+    error = await fetch_error(fetcher, "http://mixed.test/a.png")
 
     assert error.message == NOT_PUBLIC
-    assert transport.requests == []
+    assert connections == []
 
 
-def _png_response(request: httpx.Request) -> httpx.Response:
-    return httpx.Response(200, content=png_bytes("public"))
+# --- SSRF: pinning (no DNS rebinding) ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("scheme", ["http", "https"])
-async def test_fetch_dns_rebinding_connects_to_the_checked_address(scheme: str) -> None:
-    transport = RecordingTransport(_png_response)
-    resolver = StubResolver({"rebind.test": [PUBLIC_IP]}, later={"rebind.test": ["127.0.0.1"]})
-    async with offline_client(transport) as client:
-        fetcher = make_fetcher(client, allow_private=False, resolver=resolver)
+async def _fetch_twice_while_dns_rebinds(
+    server: ImageServer, client: aiohttp.ClientSession, name: str, connections: Connections
+) -> None:
+    """First answer 127.0.0.1 (public here), then 127.0.0.2: only the checked one is used."""
+    data = png_bytes("checked")
+    server.add_image("/a.png", data)
+    resolver = StubResolver({name: ["127.0.0.1"]}, later={name: ["127.0.0.2"]})
+    fetcher = make_fetcher(client, allow_private=False, resolver=resolver)
+    url = f"{server.scheme}://{name}:{server.port}/a.png?size=1"
 
-        image = await fetcher.fetch(f"{scheme}://rebind.test/a.png?size=1")
-        error = await fetch_error(fetcher, f"{scheme}://rebind.test/a.png?size=1")
+    image = await fetcher.fetch(url)
+    error = await fetch_error(fetcher, url)
 
-    assert image.md5 == md5(png_bytes("public"))
-    assert image.final_url == f"{scheme}://rebind.test/a.png?size=1"
+    assert image == FetchedImage(md5=md5(data), size=len(data), final_url=url)
     assert error.message == NOT_PUBLIC
-    assert resolver.calls == ["rebind.test", "rebind.test"]
-    (request,) = transport.requests
-    assert request.url == httpx.URL(f"{scheme}://{PUBLIC_IP}/a.png?size=1")
-    assert request.headers["host"] == "rebind.test"
-    assert request.extensions["sni_hostname"] == "rebind.test"
+    assert resolver.calls == [name, name]
+    assert connections == [("127.0.0.1", server.port)]
+    (request,) = server.received
+    assert request.path == "/a.png?size=1"
+    assert request.headers["host"] == f"{name}:{server.port}"
     assert "cookie" not in request.headers
 
 
-async def test_fetch_redirect_to_loopback_refused_without_contact(
+async def test_fetch_dns_rebinding_http_connects_to_the_checked_address(
     image_server: ImageServer,
+    http_client: aiohttp.ClientSession,
+    connections: Connections,
+    public_127_0_0_1: None,
 ) -> None:
+    await _fetch_twice_while_dns_rebinds(image_server, http_client, "rebind.test", connections)
+
+
+async def test_fetch_dns_rebinding_https_connects_to_the_checked_address(
+    tls_server: ImageServer,
+    tls_client: aiohttp.ClientSession,
+    connections: Connections,
+    public_127_0_0_1: None,
+) -> None:
+    await _fetch_twice_while_dns_rebinds(tls_server, tls_client, "images.test", connections)
+
+
+async def test_fetch_connects_to_the_pinned_address_not_where_the_system_resolver_points(
+    internal_server: ImageServer, http_client: aiohttp.ClientSession, connections: Connections
+) -> None:
+    """The system resolver says localhost is 127.0.0.1; the checked answer (127.0.0.2) wins."""
+    internal_server.add_image("/a.png", png_bytes())
+    resolver = StubResolver({"localhost": ["127.0.0.2"]})
+    fetcher = make_fetcher(http_client, allow_private=True, resolver=resolver)
+
+    await fetcher.fetch(internal_server.url("/a.png", host="localhost"))
+
+    assert internal_server.requests == ["/a.png"]
+    assert connections == [("127.0.0.2", internal_server.port)]
+    assert resolver.calls == ["localhost"]
+
+
+async def test_fetch_concurrent_fetches_each_connect_to_their_own_pinned_address(
+    image_server: ImageServer, internal_server: ImageServer, http_client: aiohttp.ClientSession
+) -> None:
+    image_server.add_image("/a.png", png_bytes("one"))
+    internal_server.add_image("/a.png", png_bytes("two"))
+    resolver = StubResolver({"one.test": ["127.0.0.1"], "two.test": ["127.0.0.2"]})
+    fetcher = make_fetcher(http_client, allow_private=True, resolver=resolver)
+    urls = [
+        image_server.url("/a.png", host="one.test"),
+        internal_server.url("/a.png", host="two.test"),
+    ]
+
+    images = await asyncio.gather(*(fetcher.fetch(url) for url in urls * 8))
+
+    expected = [md5(png_bytes("one")), md5(png_bytes("two"))] * 8
+    assert [image.md5 for image in images] == expected
+
+
+async def test_pinned_resolver_answers_only_the_pinned_host_and_port() -> None:
+    resolver = PinnedResolver()
+    addresses = [LOOPBACK, ipaddress.ip_address("::1")]
+
+    with pytest.raises(OSError):
+        await resolver.resolve("images.test", 80, socket.AF_UNSPEC)
+    with pinned_addresses("images.test", 80, addresses):
+        answers = await resolver.resolve("images.test", 80, socket.AF_UNSPEC)
+        ipv6_only = await resolver.resolve("images.test", 80, socket.AF_INET6)
+        for host, port in [("other.test", 80), ("images.test", 443), ("127.0.0.1", 80)]:
+            with pytest.raises(OSError):
+                await resolver.resolve(host, port, socket.AF_UNSPEC)
+    with pytest.raises(OSError):
+        await resolver.resolve("images.test", 80, socket.AF_UNSPEC)
+
+    assert [(a["host"], a["port"], a["family"]) for a in answers] == [
+        ("127.0.0.1", 80, socket.AF_INET),
+        ("::1", 80, socket.AF_INET6),
+    ]
+    assert [a["host"] for a in ipv6_only] == ["::1"]
+
+
+async def test_session_never_resolves_a_name_itself(
+    image_server: ImageServer, http_client: aiohttp.ClientSession, connections: Connections
+) -> None:
+    """Outside a fetch, or for another name than the pinned one, the session cannot connect."""
     image_server.add_image("/a.png", png_bytes())
-    target = image_server.url("/a.png")
+    url = image_server.url("/a.png", host="localhost")
 
-    def redirect(request: httpx.Request) -> httpx.Response:
-        assert request.url.host == PUBLIC_IP
-        return httpx.Response(302, headers={"Location": target})
+    with pytest.raises(aiohttp.ClientConnectorError):
+        await http_client.get(url)
+    with pinned_addresses("images.test", image_server.port, [LOOPBACK]):
+        with pytest.raises(aiohttp.ClientConnectorError):
+            await http_client.get(url)
 
-    transport = RecordingTransport(redirect)
-    resolver = StubResolver({"public.test": [PUBLIC_IP]})
-    async with offline_client(transport) as client:
-        fetcher = make_fetcher(client, allow_private=False, resolver=resolver)
+    assert connections == []
+    assert image_server.requests == []
 
-        error = await fetch_error(fetcher, "http://public.test/a.png")
+
+# --- SSRF: every redirect hop is checked -------------------------------------------------------
+
+
+@pytest.mark.parametrize("hop_host", ["127.0.0.2", "internal.test"])
+async def test_fetch_redirect_to_internal_address_refused_without_contact(
+    image_server: ImageServer,
+    internal_server: ImageServer,
+    http_client: aiohttp.ClientSession,
+    public_127_0_0_1: None,
+    hop_host: str,
+) -> None:
+    """Also proves the session never follows a redirect itself (the literal needs no lookup)."""
+    internal_server.add_image("/a.png", png_bytes())
+    image_server.add_redirect("/start", internal_server.url("/a.png", host=hop_host))
+    resolver = StubResolver({"public.test": ["127.0.0.1"], "internal.test": ["127.0.0.2"]})
+    fetcher = make_fetcher(http_client, allow_private=False, resolver=resolver)
+
+    error = await fetch_error(fetcher, image_server.url("/start", host="public.test"))
 
     assert error.message == NOT_PUBLIC
-    assert len(transport.requests) == 1
-    assert image_server.requests == []
+    assert image_server.requests == ["/start"]
+    assert internal_server.requests == []
+
+
+async def test_fetch_redirect_to_internal_server_followed_when_private_allowed(
+    image_server: ImageServer, internal_server: ImageServer, http_client: aiohttp.ClientSession
+) -> None:
+    """The refusal above is due to the rule: the internal server is reachable otherwise."""
+    data = png_bytes("internal")
+    internal_server.add_image("/a.png", data)
+    image_server.add_redirect("/start", internal_server.url("/a.png"))
+    fetcher = make_fetcher(http_client, allow_private=True)
+
+    image = await fetcher.fetch(image_server.url("/start"))
+
+    assert image.md5 == md5(data)
+    assert internal_server.requests == ["/a.png"]
 
 
 @pytest.mark.parametrize(
@@ -713,6 +943,7 @@ async def test_fetch_redirect_to_loopback_refused_without_contact(
         ("http://internal.test/a.png", NOT_PUBLIC),
         ("http://169.254.169.254/latest/meta-data/", NOT_PUBLIC),
         ("http://[::ffff:10.0.0.1]/", NOT_PUBLIC),
+        ("http://2130706433/", NOT_VALID),
         ("file:///etc/passwd", "image_url: only http and https URLs are allowed"),
         ("gopher://public.test/", "image_url: only http and https URLs are allowed"),
         (
@@ -722,63 +953,47 @@ async def test_fetch_redirect_to_loopback_refused_without_contact(
         ("/" + "a" * MAX_URL_LENGTH, "image_url: URL is longer than 2048 characters"),
     ],
 )
-async def test_fetch_every_redirect_hop_is_checked(location: str, message: str) -> None:
-    def redirect(request: httpx.Request) -> httpx.Response:
-        assert request.url.host == PUBLIC_IP
-        return httpx.Response(302, headers={"Location": location})
+async def test_fetch_every_redirect_hop_is_checked(
+    image_server: ImageServer,
+    http_client: aiohttp.ClientSession,
+    connections: Connections,
+    public_127_0_0_1: None,
+    location: str,
+    message: str,
+) -> None:
+    image_server.add_redirect("/start", location)
+    resolver = StubResolver({"public.test": ["127.0.0.1"], "internal.test": ["10.0.0.7"]})
+    fetcher = make_fetcher(http_client, allow_private=False, resolver=resolver)
 
-    transport = RecordingTransport(redirect)
-    resolver = StubResolver({"public.test": [PUBLIC_IP], "internal.test": ["10.0.0.7"]})
-    async with offline_client(transport) as client:
-        fetcher = make_fetcher(client, allow_private=False, resolver=resolver)
-
-        error = await fetch_error(fetcher, "http://public.test/start")
+    error = await fetch_error(fetcher, image_server.url("/start", host="public.test"))
 
     assert error.message == message
-    assert len(transport.requests) == 1
+    assert image_server.requests == ["/start"]
+    assert connections == [("127.0.0.1", image_server.port)]
 
 
-async def test_fetch_public_redirect_chain_is_followed_offline() -> None:
-    def answer(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/start":
-            return httpx.Response(303, headers={"Location": "https://cdn.test/img"})
-        return httpx.Response(200, content=jpeg_bytes("cdn"))
-
-    transport = RecordingTransport(answer)
-    resolver = StubResolver({"public.test": [PUBLIC_IP], "cdn.test": ["2606:4700::6810:84e5"]})
-    async with offline_client(transport) as client:
-        fetcher = make_fetcher(client, allow_private=False, resolver=resolver)
-
-        image = await fetcher.fetch("http://public.test/start")
-
-    assert image.final_url == "https://cdn.test/img"
-    assert [str(request.url) for request in transport.requests] == [
-        f"http://{PUBLIC_IP}/start",
-        "https://[2606:4700::6810:84e5]/img",
-    ]
-    assert transport.requests[1].headers["host"] == "cdn.test"
-    assert transport.requests[1].extensions["sni_hostname"] == "cdn.test"
-
-
-async def test_fetch_client_configured_to_follow_redirects_still_checks_each_hop(
+async def test_fetch_public_redirect_chain_across_schemes(
     image_server: ImageServer,
+    tls_server: ImageServer,
+    tls_client: aiohttp.ClientSession,
+    public_127_0_0_1: None,
 ) -> None:
-    image_server.add_image("/a.png", png_bytes())
-    target = image_server.url("/a.png")
-    transport = RecordingTransport(
-        lambda request: httpx.Response(302, headers={"Location": target})
-    )
-    resolver = StubResolver({"public.test": [PUBLIC_IP]})
-    async with httpx.AsyncClient(transport=transport, follow_redirects=True) as client:
-        fetcher = make_fetcher(client, allow_private=False, resolver=resolver)
+    data = jpeg_bytes("cdn")
+    tls_server.add_image("/img", data)
+    final_url = f"https://cdn.test:{tls_server.port}/img"
+    image_server.add_redirect("/start", final_url, status=303)
+    resolver = StubResolver({"public.test": ["127.0.0.1"], "cdn.test": ["127.0.0.1"]})
+    fetcher = make_fetcher(tls_client, allow_private=False, resolver=resolver)
 
-        error = await fetch_error(fetcher, "http://public.test/a.png")
+    image = await fetcher.fetch(image_server.url("/start", host="public.test"))
 
-    assert error.message == NOT_PUBLIC
-    assert image_server.requests == []
+    assert image == FetchedImage(md5=md5(data), size=len(data), final_url=final_url)
+    assert image_server.requests == ["/start"]
+    assert tls_server.requests == ["/img"]
+    assert tls_server.received[0].headers["host"] == f"cdn.test:{tls_server.port}"
 
 
-# --- the address rule on its own ---------------------------------------------------------------
+# --- the address rule and URL checks on their own ----------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -806,8 +1021,26 @@ def test_is_public_address_not_public(address: str) -> None:
 def test_check_url_returns_scheme_host_and_default_port() -> None:
     checked = check_url("HTTPS://Images.Example.COM/a.png")
     assert (checked.scheme, checked.host, checked.port) == ("https", "images.example.com", 443)
+    assert str(checked.url) == "https://images.example.com/a.png"
     assert check_url("http://[::1]:8080/").host == "::1"
     assert check_url("http://bücher.test/").host == "xn--bcher-kva.test"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http:///a.png", "image_url: URL has no host"),
+        ("http://images.test:0/", "image_url: URL has an invalid port"),
+        ("http://images.test:99999/", NOT_VALID),
+        ("http://[::1/", NOT_VALID),
+        ("http://images.test../", NOT_VALID),
+    ],
+)
+def test_check_url_refuses_malformed_urls(url: str, message: str) -> None:
+    with pytest.raises(ValidationException) as caught:
+        check_url(url)
+
+    assert caught.value.message == message
 
 
 @pytest.mark.parametrize(
@@ -904,24 +1137,21 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def tls_server(tls_files: dict[str, Path]) -> Iterator[ImageServer]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(tls_files["cert"], tls_files["key"])
-    server = ImageServer(ssl_context=context)
-    server.start()
-    yield server
-    server.stop()
+    yield from _serve(ImageServer(ssl_context=context))
 
 
 @pytest.fixture
-async def tls_client(tls_files: dict[str, Path]) -> AsyncIterator[httpx.AsyncClient]:
+async def tls_client(tls_files: dict[str, Path]) -> AsyncIterator[aiohttp.ClientSession]:
     client = create_http_client(verify=ssl.create_default_context(cafile=str(tls_files["ca"])))
     yield client
-    await client.aclose()
+    await client.close()
 
 
 TLS_NAMES = {name: ["127.0.0.1"] for name in ("images.test", "cdn.test", "other.test")}
 
 
 async def test_fetch_https_verifies_the_original_name_at_the_checked_address(
-    tls_server: ImageServer, tls_client: httpx.AsyncClient
+    tls_server: ImageServer, tls_client: aiohttp.ClientSession
 ) -> None:
     data = unique_png()
     tls_server.add_image("/a.png", data)
@@ -935,7 +1165,7 @@ async def test_fetch_https_verifies_the_original_name_at_the_checked_address(
 
 @pytest.mark.parametrize("host", ["other.test", "127.0.0.1"])
 async def test_fetch_https_certificate_for_another_name_refused(
-    tls_server: ImageServer, tls_client: httpx.AsyncClient, host: str
+    tls_server: ImageServer, tls_client: aiohttp.ClientSession, host: str
 ) -> None:
     tls_server.add_image("/a.png", png_bytes())
     fetcher = make_fetcher(tls_client, allow_private=True, resolver=StubResolver(TLS_NAMES))
@@ -947,8 +1177,9 @@ async def test_fetch_https_certificate_for_another_name_refused(
 
 
 async def test_fetch_https_pooled_connection_not_reused_for_another_name(
-    tls_server: ImageServer, tls_client: httpx.AsyncClient
+    tls_server: ImageServer, tls_client: aiohttp.ClientSession
 ) -> None:
+    """Connections are pooled by host name: one verified for a name never serves another."""
     tls_server.add_image("/a.png", png_bytes())
     fetcher = make_fetcher(tls_client, allow_private=True, resolver=StubResolver(TLS_NAMES))
 
@@ -962,31 +1193,3 @@ async def test_fetch_https_pooled_connection_not_reused_for_another_name(
     assert len(ports) == 3
     assert ports[0] != ports[1]
     assert ports[0] == ports[2]
-
-
-async def test_server_name_pools_evicted_pool_finishes_open_response(
-    tls_server: ImageServer, tls_files: dict[str, Path]
-) -> None:
-    data = png_bytes().ljust(300_000, b"\x00")
-    tls_server.add_image("/a.png", data)
-    context = ssl.create_default_context(cafile=str(tls_files["ca"]))
-    transport = ServerNamePooledTransport(verify=context, limits=httpx.Limits(), max_pools=1)
-    async with httpx.AsyncClient(transport=transport) as client:
-
-        def request(name: str) -> httpx.Request:
-            return client.build_request(
-                "GET",
-                f"https://127.0.0.1:{tls_server.port}/a.png",
-                headers={"Host": name},
-                extensions={"sni_hostname": name},
-            )
-
-        first = await client.send(request("images.test"), stream=True)
-        second = await client.send(request("cdn.test"))
-        body = await first.aread()
-        await first.aclose()
-        third = await client.send(request("images.test"))
-
-    assert body == data
-    assert second.content == data
-    assert third.content == data

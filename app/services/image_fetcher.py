@@ -4,21 +4,26 @@ Every path that stores an image URL goes through `ImageFetcher.fetch`, which:
 
 - accepts only `http`/`https` URLs of at most 2048 characters, without user name or password
   (credentials in a URL would be stored in rows and exports, and `user@host` is a classic way
-  to confuse URL parsers);
+  to confuse URL parsers), parsed once with yarl: the `yarl.URL` that is checked is the very
+  object handed to aiohttp, so checker and client cannot read the URL differently;
+- refuses numeric hosts that are not a canonical IP address (`127.1`, `2130706433`,
+  `0177.0.0.1`): aiohttp refuses them too, and socket APIs read them in surprising ways;
 - resolves the host once and refuses the URL unless every address is public unicast
-  (`is_public_address`), then connects to the very address it checked: the request goes to the
-  IP literal with the original `Host` header, and for https the original name is used for SNI
-  and certificate verification, so a second DNS answer (DNS rebinding) is never consulted;
+  (`is_public_address`), then pins the checked addresses for the request: the session's
+  connector uses `PinnedResolver`, which never looks a name up and only returns the addresses
+  pinned for the current task, so a second DNS answer (DNS rebinding) is never consulted.
+  The request keeps the original URL, so the `Host` header, TLS SNI and certificate
+  verification all use the original name, and aiohttp pools connections by that name;
 - follows at most 3 redirects itself, checking every hop the same way;
-- streams the body, hashing it with MD5, and stops at `max_bytes` (413) or after `timeout`
-  seconds for the whole fetch, redirects included (400);
+- streams the body as sent on the wire (never decompressed), hashing it with MD5, and stops at
+  `max_bytes` (413) or after `timeout` seconds for the whole fetch, redirects included (400);
 - accepts the body only if its first bytes are those of a JPEG, PNG, GIF, WebP, BMP, TIFF or
   AVIF/HEIC image, whatever the URL or the content type says.
 
 `allow_private` lifts the address rule only (for a local network or tests).
 
-Logs never hold a full URL: user info, query and fragment are dropped (`redact_url`), including
-from the per-request line httpx itself logs, since a query may carry a pre-signed signature.
+Logs never hold a full URL: user info, query and fragment are dropped (`redact_url`), since a
+query may carry a pre-signed signature. aiohttp itself logs no request URLs.
 """
 
 from __future__ import annotations
@@ -29,14 +34,15 @@ import ipaddress
 import logging
 import socket
 import ssl
-import urllib.request
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from http.cookiejar import Cookie, CookieJar, DefaultCookiePolicy
 from typing import Final, TypeAlias
 
-import httpx
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
 from app.common.exceptions import ErrorDetail, PayloadTooLargeException, ValidationException
 
@@ -49,9 +55,10 @@ FIELD: Final = "image_url"
 MAX_URL_LENGTH: Final = 2048
 MAX_REDIRECTS: Final = 3
 ALLOWED_SCHEMES: Final = frozenset({"http", "https"})
-DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 SNIFF_BYTES: Final = 64
+READ_CHUNK: Final = 64 * 1024
+CONNECT_TIMEOUT: Final = 5.0
 USER_AGENT: Final = "AITrace-image-fetcher/1.0"
 
 _IPV4_NOT_PUBLIC: Final = tuple(
@@ -115,13 +122,14 @@ class CheckedUrl:
     """A URL that passed the syntactic rules, with what the fetcher needs to reach it.
 
     Attributes:
-        url: The parsed URL (host name, not address).
+        url: The parsed URL (host name, not address), exactly as it is requested.
         scheme: `http` or `https`.
-        host: The host as sent on the wire (IDNA-encoded name or IP literal, no brackets).
+        host: The host as aiohttp connects to it (IDNA-encoded name or IP literal, no
+            brackets).
         port: The explicit or default port.
     """
 
-    url: httpx.URL
+    url: URL
     scheme: str
     host: str
     port: int
@@ -138,7 +146,7 @@ def _too_large(max_bytes: int) -> PayloadTooLargeException:
     )
 
 
-def redact_url(url: str | httpx.URL) -> str:
+def redact_url(url: str | URL) -> str:
     """Render a URL for logs: scheme, host, port and path only.
 
     User info, query and fragment are dropped because they may hold credentials
@@ -151,39 +159,34 @@ def redact_url(url: str | httpx.URL) -> str:
         The loggable form, or a placeholder when the URL cannot be parsed.
     """
     try:
-        parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
-    except (httpx.InvalidURL, TypeError, ValueError):
+        parsed = URL(url)
+    except (TypeError, ValueError):
         return "<unparseable URL>"
-    port = f":{parsed.port}" if parsed.port is not None else ""
-    host = parsed.raw_host.decode("ascii", "replace")
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{parsed.scheme}://{host}{port}{parsed.path}"
+    port = f":{parsed.explicit_port}" if parsed.explicit_port is not None else ""
+    return f"{parsed.scheme}://{parsed.host_subcomponent or ''}{port}{parsed.raw_path}"
 
 
-class _RedactUrls(logging.Filter):
-    """Redact the URLs httpx logs for every request ("HTTP Request: GET <url> ...")."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Replace URL arguments by their `redact_url` form; never drop the record."""
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                redact_url(arg) if isinstance(arg, httpx.URL) else arg for arg in record.args
-            )
-        return True
+def _looks_numeric(host: str) -> bool:
+    """Whether aiohttp takes `host` for an IP address rather than a name (and never resolves it)."""
+    return ":" in host or host.replace(".", "").isdigit()
 
 
-def _install_log_redaction() -> None:
-    """Attach `_RedactUrls` to the httpx logger once."""
-    httpx_logger = logging.getLogger("httpx")
-    if not any(isinstance(existing, _RedactUrls) for existing in httpx_logger.filters):
-        httpx_logger.addFilter(_RedactUrls())
+def _checked_host(parsed: URL) -> str:
+    """The host aiohttp will connect to, refusing numeric forms that are not canonical."""
+    host = parsed.raw_host
+    if not host:
+        raise _invalid("URL has no host")
+    if host.endswith(".."):
+        raise _invalid("not a valid URL")
+    if _looks_numeric(host):
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise _invalid("not a valid URL") from None
+    return host
 
 
-_install_log_redaction()
-
-
-def check_url(url: str | httpx.URL) -> CheckedUrl:
+def check_url(url: str | URL) -> CheckedUrl:
     """Apply the rules that need no network: scheme, length, host, port, no credentials.
 
     Args:
@@ -195,22 +198,19 @@ def check_url(url: str | httpx.URL) -> CheckedUrl:
     Raises:
         ValidationException: When any rule fails.
     """
-    text = str(url)
-    if len(text) > MAX_URL_LENGTH:
+    if len(str(url)) > MAX_URL_LENGTH:
         raise _invalid(f"URL is longer than {MAX_URL_LENGTH} characters")
     try:
-        parsed = url if isinstance(url, httpx.URL) else httpx.URL(text)
-    except (httpx.InvalidURL, TypeError, ValueError):
+        parsed = URL(url)
+    except (TypeError, ValueError):
         raise _invalid("not a valid URL") from None
     if parsed.scheme not in ALLOWED_SCHEMES:
         raise _invalid("only http and https URLs are allowed")
-    if parsed.userinfo:
+    if parsed.raw_user is not None or parsed.raw_password is not None:
         raise _invalid("URLs with a user name or password are not allowed")
-    host = parsed.raw_host.decode("ascii", "replace")
-    if not host:
-        raise _invalid("URL has no host")
-    port = parsed.port if parsed.port is not None else DEFAULT_PORTS[parsed.scheme]
-    if not 0 < port < 65536:
+    host = _checked_host(parsed)
+    port = parsed.port
+    if port is None or not 0 < port < 65536:
         raise _invalid("URL has an invalid port")
     return CheckedUrl(url=parsed, scheme=parsed.scheme, host=host, port=port)
 
@@ -336,155 +336,119 @@ def _sniff_iso_bmff(head: bytes) -> str | None:
     return None
 
 
-class _NoCookiesPolicy(DefaultCookiePolicy):
-    """Refuse every cookie: the shared client must not carry state from one fetch to another."""
-
-    def set_ok(self, cookie: Cookie, request: urllib.request.Request) -> bool:
-        return False
-
-    def return_ok(self, cookie: Cookie, request: urllib.request.Request) -> bool:
-        return False
+@dataclass(frozen=True)
+class _Pin:
+    host: str
+    port: int
+    addresses: tuple[IPAddress, ...]
 
 
-@dataclass
-class _Pool:
-    transport: httpx.AsyncHTTPTransport
-    active: int = 0
-    retired: bool = False
+_PINNED: ContextVar[_Pin | None] = ContextVar("image_fetcher_pinned_addresses", default=None)
 
 
-class _TrackedStream(httpx.AsyncByteStream):
-    """A response body that tells its pool when it is closed."""
+@contextmanager
+def pinned_addresses(host: str, port: int, addresses: Sequence[IPAddress]) -> Iterator[None]:
+    """Let `PinnedResolver` answer `host:port` with `addresses`, in the current task only.
 
-    def __init__(self, stream: httpx.AsyncByteStream, on_close: Callable[[], Awaitable[None]]):
-        self._stream = stream
-        self._on_close = on_close
-        self._closed = False
+    The pin lives in a context variable, so concurrent fetches (each in its own task) never see
+    each other's addresses.
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:
-            yield chunk
+    Args:
+        host: The host exactly as aiohttp will look it up (`CheckedUrl.host`).
+        port: The port of the request.
+        addresses: The checked addresses to connect to.
 
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            await self._stream.aclose()
-        finally:
-            await self._on_close()
+    Yields:
+        Nothing; the pin is removed on exit.
+    """
+    token = _PINNED.set(_Pin(host, port, tuple(addresses)))
+    try:
+        yield
+    finally:
+        _PINNED.reset(token)
 
 
-class ServerNamePooledTransport(httpx.AsyncBaseTransport):
-    """Keep-alive connection pools split by TLS server name.
+def _family(address: IPAddress) -> socket.AddressFamily:
+    return socket.AF_INET6 if address.version == 6 else socket.AF_INET
 
-    The fetcher sends every request to an IP literal and passes the real host name as SNI.
-    httpcore pools connections by scheme, address and port only, so one shared pool could reuse
-    a connection whose certificate was verified for `a.example` to send a request for
-    `b.example` hosted on the same address: the second name would never be verified, and a
-    server that routes by SNI would answer for the wrong site. Plain http has no such identity
-    and shares one pool. At most `max_pools` TLS pools are kept; the least recently used one is
-    closed once its responses are closed.
+
+class PinnedResolver(AbstractResolver):
+    """A resolver for aiohttp's connector that never performs a DNS lookup.
+
+    It answers only the host and port pinned by `pinned_addresses` for the running task, with
+    the addresses the fetcher has already checked; any other question raises `OSError`, which
+    aiohttp reports as a connection error. IP-literal hosts never reach a resolver: aiohttp
+    connects to the literal, which the fetcher has checked as well.
     """
 
-    def __init__(
-        self,
-        *,
-        verify: ssl.SSLContext | bool = True,
-        limits: httpx.Limits,
-        max_pools: int = 64,
-    ) -> None:
-        """Create the transport.
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        """Return the pinned addresses of `host:port`.
 
         Args:
-            verify: Certificate verification, as for `httpx.AsyncHTTPTransport`.
-            limits: Connection limits of each pool.
-            max_pools: How many TLS server names keep a pool at once.
-        """
-        self._verify = verify
-        self._limits = limits
-        self._max_pools = max_pools
-        self._plain = self._new_transport()
-        self._tls: OrderedDict[str, _Pool] = OrderedDict()
-
-    def _new_transport(self) -> httpx.AsyncHTTPTransport:
-        return httpx.AsyncHTTPTransport(verify=self._verify, limits=self._limits, trust_env=False)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send `request` through the pool of its TLS server name (or the plain-http pool).
-
-        Args:
-            request: The request; `extensions["sni_hostname"]` names the TLS server.
+            host: The host name aiohttp wants to connect to.
+            port: The port it wants to connect to.
+            family: `AF_UNSPEC`, or the only address family wanted.
 
         Returns:
-            The response, whose stream must be closed as usual.
+            One result per pinned address of the requested family.
+
+        Raises:
+            OSError: When nothing is pinned for this host and port in the current task.
         """
-        if request.url.scheme != "https":
-            return await self._plain.handle_async_request(request)
-        name = str(request.extensions.get("sni_hostname") or request.url.host)
-        pool = await self._pool_for(name)
-        pool.active += 1
-        try:
-            response = await pool.transport.handle_async_request(request)
-        except BaseException:
-            await self._release(pool)
-            raise
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        return httpx.Response(
-            status_code=response.status_code,
-            headers=response.headers,
-            stream=_TrackedStream(response.stream, lambda: self._release(pool)),
-            extensions=response.extensions,
-        )
+        pin = _PINNED.get()
+        if pin is None or (pin.host, pin.port) != (host, port):
+            raise OSError(f"no checked address pinned for {host}:{port}")
+        results = [
+            ResolveResult(
+                hostname=host,
+                host=str(address),
+                port=port,
+                family=_family(address),
+                proto=0,
+                flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+            )
+            for address in pin.addresses
+            if family == socket.AF_UNSPEC or family == _family(address)
+        ]
+        if not results:
+            raise OSError(f"no checked address of the wanted family for {host}:{port}")
+        return results
 
-    async def _pool_for(self, name: str) -> _Pool:
-        pool = self._tls.get(name)
-        if pool is not None:
-            self._tls.move_to_end(name)
-            return pool
-        pool = _Pool(self._new_transport())
-        self._tls[name] = pool
-        while len(self._tls) > self._max_pools:
-            _, oldest = self._tls.popitem(last=False)
-            oldest.retired = True
-            if oldest.active == 0:
-                await oldest.transport.aclose()
-        return pool
-
-    async def _release(self, pool: _Pool) -> None:
-        pool.active -= 1
-        if pool.retired and pool.active == 0:
-            await pool.transport.aclose()
-
-    async def aclose(self) -> None:
-        """Close every pool."""
-        pools = list(self._tls.values())
-        self._tls.clear()
-        await self._plain.aclose()
-        for pool in pools:
-            await pool.transport.aclose()
+    async def close(self) -> None:
+        """Nothing to release."""
 
 
-def create_http_client(*, verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
-    """One shared client with keep-alive, follow_redirects=False, sensible limits.
+def create_http_client(*, verify: ssl.SSLContext | bool = True) -> aiohttp.ClientSession:
+    """One shared session with keep-alive, pinned name resolution and sensible limits.
 
-    Created in the app lifespan and closed with it. Environment proxies and `.netrc` are
-    ignored (a proxy would resolve names itself, defeating the address check) and cookies are
-    never kept.
+    Created in the app lifespan (it needs a running event loop) and closed with it by
+    `await session.close()`. The connector resolves nothing itself (`PinnedResolver`, no DNS
+    cache); environment proxies and `.netrc` are ignored (a proxy would resolve names itself,
+    defeating the address check); cookies are never kept; bodies are never decompressed, so the
+    size cap applies to the bytes on the wire.
 
     Args:
         verify: Certificate verification (tests pass an SSL context trusting their own CA).
 
     Returns:
-        The client to give to `ImageFetcher`.
+        The session to give to `ImageFetcher`.
     """
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=16, keepalive_expiry=30)
-    return httpx.AsyncClient(
-        transport=ServerNamePooledTransport(verify=verify, limits=limits),
-        follow_redirects=False,
+    connector = aiohttp.TCPConnector(
+        ssl=verify,
+        limit=64,
+        limit_per_host=16,
+        keepalive_timeout=30.0,
+        use_dns_cache=False,
+        resolver=PinnedResolver(),
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
         trust_env=False,
-        cookies=CookieJar(policy=_NoCookiesPolicy()),
-        timeout=httpx.Timeout(10.0, connect=5.0),
+        auto_decompress=False,
+        timeout=aiohttp.ClientTimeout(total=10.0, sock_connect=CONNECT_TIMEOUT),
         headers={"User-Agent": USER_AGENT, "Accept": "image/*", "Accept-Encoding": "identity"},
     )
 
@@ -494,7 +458,7 @@ class ImageFetcher:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: aiohttp.ClientSession,
         *,
         max_bytes: int,
         timeout: float,
@@ -504,8 +468,8 @@ class ImageFetcher:
         """Create a fetcher.
 
         Args:
-            client: The shared client (see `create_http_client`); redirects are never left
-                to it.
+            client: The shared session from `create_http_client`, whose connector only
+                connects to pinned addresses; redirects are never left to it.
             max_bytes: The largest accepted body (setting IMAGE_MAX_BYTES).
             timeout: Seconds allowed for the whole fetch, redirects included
                 (setting IMAGE_FETCH_TIMEOUT).
@@ -515,6 +479,9 @@ class ImageFetcher:
         self._client = client
         self._max_bytes = max_bytes
         self._timeout = timeout
+        self._request_timeout = aiohttp.ClientTimeout(
+            total=timeout, sock_connect=min(timeout, CONNECT_TIMEOUT)
+        )
         self._allow_private = allow_private
         self._resolver = resolver or resolve_host
 
@@ -535,12 +502,12 @@ class ImageFetcher:
         try:
             async with asyncio.timeout(self._timeout):
                 return await self._fetch(url)
-        except (TimeoutError, httpx.TimeoutException):
+        except TimeoutError:
             logger.info("Image download timed out: %s", redact_url(url))
             raise _invalid("download timed out") from None
-        except httpx.InvalidURL:
+        except aiohttp.InvalidURL:
             raise _invalid("not a valid URL") from None
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             logger.info("Image download failed (%s): %s", type(exc).__name__, redact_url(url))
             raise _invalid("could not download the image") from None
 
@@ -548,32 +515,20 @@ class ImageFetcher:
         target = check_url(url)
         redirects = 0
         while True:
-            response = await self._open(target)
-            try:
-                location = response.headers.get("location")
-                if response.status_code in REDIRECT_STATUSES and location:
-                    if redirects == MAX_REDIRECTS:
-                        logger.info("Too many redirects from %s", redact_url(url))
-                        raise _invalid(f"more than {MAX_REDIRECTS} redirects")
-                    redirects += 1
-                    target = self._redirect_target(target, location)
-                    continue
-                if not 200 <= response.status_code < 300:
-                    logger.info(
-                        "Image server answered %s for %s",
-                        response.status_code,
-                        redact_url(target.url),
-                    )
-                    raise _invalid(f"server answered HTTP {response.status_code}")
-                return await self._read_image(response, target)
-            finally:
-                await response.aclose()
+            outcome = await self._get(target)
+            if isinstance(outcome, FetchedImage):
+                return outcome
+            if redirects == MAX_REDIRECTS:
+                logger.info("Too many redirects from %s", redact_url(url))
+                raise _invalid(f"more than {MAX_REDIRECTS} redirects")
+            redirects += 1
+            target = self._redirect_target(target, outcome)
 
     @staticmethod
     def _redirect_target(current: CheckedUrl, location: str) -> CheckedUrl:
         try:
-            joined = current.url.join(location)
-        except (httpx.InvalidURL, TypeError, ValueError):
+            joined = current.url.join(URL(location))
+        except (TypeError, ValueError):
             raise _invalid("redirect to an invalid URL") from None
         return check_url(joined)
 
@@ -595,36 +550,46 @@ class ImageFetcher:
             raise _invalid("address is not public")
         return addresses
 
-    async def _open(self, target: CheckedUrl) -> httpx.Response:
-        """Send the GET to a checked address of `target`, trying the next one if it refuses."""
-        addresses = await self._addresses(target)
-        for address in addresses:
-            request = self._client.build_request(
-                "GET",
-                target.url.copy_with(host=str(address), fragment=None),
-                headers={"Host": target.url.netloc.decode("ascii")},
-                extensions={"sni_hostname": target.host},
-                timeout=httpx.Timeout(self._timeout),
-            )
-            # Never send cookies a caller-supplied client may have collected from other sites.
-            request.headers.pop("Cookie", None)
-            try:
-                return await self._client.send(request, stream=True, follow_redirects=False)
-            except (httpx.ConnectError, httpx.ConnectTimeout):
-                continue
-        logger.info("Could not connect to image host of %s", redact_url(target.url))
-        raise _invalid("could not connect to the server")
+    async def _get(self, target: CheckedUrl) -> FetchedImage | str:
+        """Send one GET to the checked addresses of `target`.
 
-    async def _read_image(self, response: httpx.Response, target: CheckedUrl) -> FetchedImage:
+        Returns:
+            The image, or the `Location` of a redirect still to be checked.
+        """
+        addresses = await self._addresses(target)
+        with pinned_addresses(target.host, target.port, addresses):
+            try:
+                async with self._client.get(
+                    target.url, allow_redirects=False, timeout=self._request_timeout
+                ) as response:
+                    return await self._answer(response, target)
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
+                logger.info("Could not connect to image host of %s", redact_url(target.url))
+                raise _invalid("could not connect to the server") from None
+
+    async def _answer(
+        self, response: aiohttp.ClientResponse, target: CheckedUrl
+    ) -> FetchedImage | str:
+        """Turn a response into a redirect location, an image, or a refusal."""
+        location = response.headers.get("Location")
+        if response.status in REDIRECT_STATUSES and location:
+            return location
+        if not 200 <= response.status < 300:
+            logger.info("Image server answered %s for %s", response.status, redact_url(target.url))
+            raise _invalid(f"server answered HTTP {response.status}")
+        return await self._read_image(response, target)
+
+    async def _read_image(
+        self, response: aiohttp.ClientResponse, target: CheckedUrl
+    ) -> FetchedImage:
         """Stream the body, enforcing the size cap and the image check, and hash it."""
-        declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self._max_bytes:
+        if response.content_length is not None and response.content_length > self._max_bytes:
             raise _too_large(self._max_bytes)
         digest = hashlib.md5(usedforsecurity=False)
         size = 0
         head = b""
         sniffed = False
-        async for chunk in response.aiter_bytes():
+        async for chunk in response.content.iter_chunked(READ_CHUNK):
             size += len(chunk)
             if size > self._max_bytes:
                 logger.info("Image too large: %s", redact_url(target.url))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 
 from tests.image_server import png_bytes
 
@@ -24,6 +24,13 @@ def _response(body: bytes) -> bytes:
     return head.encode() + body
 
 
+def _path(head: bytes) -> str:
+    """The path (query left out) of the request whose header block is `head`."""
+    request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+    parts = request_line.split(" ")
+    return parts[1].split("?", 1)[0] if len(parts) >= 2 else ""
+
+
 def distinct_images(count: int, run_tag: str) -> dict[str, bytes]:
     """`count` PNGs with pairwise different MD5s, keyed by their path (`/img/<n>.png`)."""
     return {f"/img/{index}.png": png_bytes(tag=f"{run_tag}-{index}") for index in range(count)}
@@ -34,10 +41,15 @@ class FastImageServer:
 
     Args:
         images: Path → PNG bytes; any other path answers 404.
+        delays: Path → seconds to wait before answering (slow images); may be changed while the
+            server runs, e.g. cleared to make every image fast again.
     """
 
-    def __init__(self, images: Mapping[str, bytes]) -> None:
+    def __init__(
+        self, images: Mapping[str, bytes], delays: MutableMapping[str, float] | None = None
+    ) -> None:
         self._responses = {path: _response(body) for path, body in images.items()}
+        self.delays: MutableMapping[str, float] = delays if delays is not None else {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="image-server")
         self._thread.daemon = True
@@ -88,6 +100,9 @@ class FastImageServer:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
+                delay = self.delays.get(_path(head), 0.0)
+                if delay > 0:
+                    await asyncio.sleep(delay)
                 writer.write(self._answer(head))
                 await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
@@ -98,8 +113,5 @@ class FastImageServer:
 
     def _answer(self, head: bytes) -> bytes:
         """The response to a request whose header block is `head` (requests carry no body)."""
-        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-        parts = request_line.split(" ")
-        path = parts[1].split("?", 1)[0] if len(parts) >= 2 else ""
         self.requests_served += 1
-        return self._responses.get(path, NOT_FOUND)
+        return self._responses.get(_path(head), NOT_FOUND)

@@ -103,12 +103,13 @@ def _export_problem(result: ExportResult) -> str:
     return f"export {result.format}: {result.lines} lines, expected {result.expected_lines}"
 
 
-def _number(value: float | None, digits: int = 1) -> str:
+def format_number(value: float | None, digits: int = 1) -> str:
+    """`value` with thousands separators and `digits` decimals; `—` for None."""
     return "—" if value is None else f"{value:,.{digits}f}"
 
 
-def _table(rows: list[list[str]]) -> str:
-    """Left-aligned first column, right-aligned others."""
+def format_table(rows: list[list[str]]) -> str:
+    """A text table of `rows` (the first is the header): first column left-aligned, others right."""
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     lines = []
     for row in rows:
@@ -117,6 +118,10 @@ def _table(rows: list[list[str]]) -> str:
         lines.append("  ".join(cells))
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+_number = format_number
+_table = format_table
 
 
 def measurements_table(results: Results) -> str:

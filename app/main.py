@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         http_client = create_http_client()
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.read_sessionmaker = create_sessionmaker(engine, autocommit=True)
         app.state.image_fetcher = ImageFetcher(
             http_client,
             max_bytes=settings.image_max_bytes,

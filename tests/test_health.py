@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import time
 
+import asyncpg
 from fastapi import FastAPI
 from httpx import AsyncClient
 
 from app.common.database import create_engine, create_sessionmaker
+from tests.database import asyncpg_dsn
+from tests.factories import setup_instance
 
 UNREACHABLE_DATABASE = "postgresql+asyncpg://aitrace:secret@127.0.0.1:9/aitrace"
 
@@ -47,3 +50,26 @@ async def test_health_ready_returns_503_quickly_when_database_is_down(
     assert "127.0.0.1" not in ready.text and "secret" not in ready.text
     assert elapsed < 10, "an outage must not hang the request"
     assert live.status_code == 200
+
+
+async def test_connections_killed_by_the_database_are_never_handed_out(
+    app: FastAPI, client: AsyncClient, database_url: str
+) -> None:
+    """After the server drops every pooled connection (as a restart does), requests still pass."""
+    admin = await setup_instance(client)
+    for _ in range(3):
+        assert (await client.get("/api/v1/datasets", headers=admin.headers)).status_code == 200
+    killer = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        killed = await killer.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'aitrace' AND datname = current_database()"
+        )
+    finally:
+        await killer.close()
+    assert killed >= 1
+    for path in ("/api/v1/datasets", "/api/v1/auth/me", "/api/v1/health/ready"):
+        response = await client.get(path, headers=admin.headers)
+        assert response.status_code == 200, response.text
+    rename = await client.put("/api/v1/team", json={"name": "Still here"}, headers=admin.headers)
+    assert rename.status_code == 200

@@ -27,9 +27,19 @@ def get_settings_dep(request: Request) -> Settings:
     return settings
 
 
+READ_ONLY_METHODS = frozenset({"GET", "HEAD"})
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One database session per request, rolled back if left uncommitted."""
-    async for session in session_scope(request.app.state.sessionmaker):
+    """One database session per request, rolled back if left uncommitted.
+
+    GET and HEAD only read, so they get an autocommit session (no BEGIN/ROLLBACK round trips).
+    """
+    if request.method in READ_ONLY_METHODS:
+        factory = request.app.state.read_sessionmaker
+    else:
+        factory = request.app.state.sessionmaker
+    async for session in session_scope(factory):
         yield session
 
 

@@ -39,8 +39,17 @@ def _summary_from_docstring(operation: dict[str, Any]) -> None:
         operation["description"] = rest.strip() or first.strip()
 
 
+def _error_response(status: int, error_ref: dict[str, str]) -> dict[str, Any]:
+    """A documented error response with the shared error body."""
+    return {
+        "description": ERROR_DESCRIPTIONS[status],
+        "content": {"application/json": {"schema": error_ref}},
+    }
+
+
 def install_openapi(app: FastAPI) -> None:
-    """Finish the schema: docstring summaries, and the 400 the service returns instead of 422."""
+    """Finish the schema: docstring summaries, the 400 the service returns instead of 422, and
+    the 413 of every operation that takes a body (`BodyLimitMiddleware` caps all of them)."""
 
     def build() -> dict[str, Any]:
         if app.openapi_schema:
@@ -57,10 +66,9 @@ def install_openapi(app: FastAPI) -> None:
                 _summary_from_docstring(operation)
                 responses = operation.get("responses", {})
                 if responses.pop("422", None) is not None and "400" not in responses:
-                    responses["400"] = {
-                        "description": ERROR_DESCRIPTIONS[400],
-                        "content": {"application/json": {"schema": error_ref}},
-                    }
+                    responses["400"] = _error_response(400, error_ref)
+                if "requestBody" in operation and "413" not in responses:
+                    responses["413"] = _error_response(413, error_ref)
         components = schema.get("components", {}).get("schemas", {})
         components.pop("HTTPValidationError", None)
         components.pop("ValidationError", None)

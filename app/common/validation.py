@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, StringConstraints
 
@@ -17,6 +17,26 @@ def _normalize_email(value: str) -> str:
     value = value.strip().lower()
     if not _EMAIL.fullmatch(value):
         raise ValueError("Invalid email format")
+    return value
+
+
+def _require_unicode(value: Any) -> None:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must be valid Unicode text (no unpaired surrogate escapes)") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _require_unicode(key)
+            _require_unicode(item)
+    elif isinstance(value, list):
+        for item in value:
+            _require_unicode(item)
+
+
+def _valid_unicode(value: dict[str, Any]) -> dict[str, Any]:
+    _require_unicode(value)
     return value
 
 
@@ -66,3 +86,10 @@ ImageUrl = Annotated[
     str, StringConstraints(min_length=1, max_length=2048), AfterValidator(_reject_nul)
 ]
 """An image URL as given: at most 2048 characters (scheme and address are checked on fetch)."""
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_valid_unicode)]
+"""A free-form JSON object. JSON may escape half of a surrogate pair (`"\\ud800"`), which decodes
+to text that can neither be stored nor echoed back, so such text anywhere in it is refused."""
+
+ColumnMapping = Annotated[dict[str, str | None], AfterValidator(_valid_unicode)]
+"""An import's column mapping (keys and column names), refusing such text the same way."""

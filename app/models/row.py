@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from app.common.pagination import Page
-from app.common.validation import ImageUrl
+from app.common.validation import ColumnMapping, ImageUrl, JsonObject
 from app.models.base import RequestModel, id_field, timestamp_field, user_ref_field
 
 RowStatus = Literal["pending", "reviewed"]
@@ -37,14 +37,14 @@ class RowCreate(RequestModel):
     """A new row: the image is downloaded and hashed; `data` maps field id → value."""
 
     image_url: ImageUrl
-    data: dict[str, Any] | None = None
+    data: JsonObject | None = None
 
 
 class RowUpdate(RequestModel):
     """Changes to a row; `data`, when given, replaces the whole map."""
 
     image_url: ImageUrl | None = None
-    data: dict[str, Any] | None = None
+    data: JsonObject | None = None
     status: RowStatus | None = None
 
 
@@ -86,7 +86,7 @@ class ImportRequest(RequestModel):
     """CSV import given inline (JSON form)."""
 
     file_content: str = Field(description="The CSV text: UTF-8, comma-separated, header first")
-    column_mapping: dict[str, str | None] = Field(
+    column_mapping: ColumnMapping = Field(
         description='`"image_url"` (required) and field ids → CSV column names; "" = not mapped'
     )
     mark_all_pending: bool = False
@@ -95,7 +95,7 @@ class ImportRequest(RequestModel):
 class ImportMapping(RequestModel):
     """The mapping part of a multipart import (the `column_mapping` form field, as JSON)."""
 
-    column_mapping: dict[str, str | None]
+    column_mapping: ColumnMapping
 
 
 class ImportResult(SQLModel):

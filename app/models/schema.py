@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from app.common.pagination import Page
-from app.common.validation import Description, Name
+from app.common.validation import Description, JsonObject, Name
 from app.models.base import RequestModel, id_field, timestamp_field, user_ref_field
 from app.services.field_types import TEXT_MAX_LENGTH_LIMIT
 
@@ -57,7 +57,7 @@ class FieldCreate(RequestModel):
     required: bool = False
     default_value: str | None = Field(default=None, max_length=TEXT_MAX_LENGTH_LIMIT)
     position: int = Field(ge=0, le=1_000_000)
-    config: dict[str, Any] | None = None
+    config: JsonObject | None = None
 
 
 class FieldUpdate(FieldCreate):

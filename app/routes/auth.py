@@ -32,7 +32,9 @@ from app.services import auth_service, team_service
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
-AUTH_ERRORS = error_responses(400, 401, 403)
+PASSWORD_ERRORS = error_responses(400, 401, 403)
+"""400 bad input or wrong old password, 401 no valid credentials, 403 a cookie-authenticated call
+from a foreign origin (or, for a reset, none pending)."""
 
 
 def _login_result(user: User) -> LoginResult:
@@ -102,21 +104,31 @@ async def token(
     return AccessToken(access_token=access_token, token_type="bearer")
 
 
-@router.post("/logout", operation_id="auth-logout", response_model=Message, responses=AUTH_ERRORS)
+@router.post(
+    "/logout",
+    operation_id="auth-logout",
+    response_model=Message,
+    responses=error_responses(401, 403),
+)
 async def logout(user: AuthenticatedUser, settings: SettingsDep, response: Response) -> Message:
     """Clear the login cookie (a bearer token simply stops being sent)."""
     clear_access_cookie(response, settings=settings)
     return Message(message="Logged out")
 
 
-@router.get("/me", operation_id="auth-me", response_model=UserPublic, responses=AUTH_ERRORS)
+@router.get(
+    "/me", operation_id="auth-me", response_model=UserPublic, responses=error_responses(401)
+)
 async def me(user: AuthenticatedUser) -> UserPublic:
     """The caller's own account (also while a password reset is pending)."""
     return UserPublic.model_validate(user, from_attributes=True)
 
 
 @router.put(
-    "/password", operation_id="auth-change-password", response_model=Message, responses=AUTH_ERRORS
+    "/password",
+    operation_id="auth-change-password",
+    response_model=Message,
+    responses=PASSWORD_ERRORS,
 )
 async def change_password(
     data: PasswordChange,
@@ -141,7 +153,7 @@ async def change_password(
     "/reset-password",
     operation_id="auth-reset-password",
     response_model=Message,
-    responses=AUTH_ERRORS,
+    responses=PASSWORD_ERRORS,
 )
 async def reset_password(
     data: PasswordReset,

@@ -63,9 +63,24 @@ def _as_bool(value: Any, key: str) -> bool:
     raise FieldValueError(f"config.{key} must be true or false")
 
 
+def _parse_number(text: str) -> int | float:
+    """Convert text that `_NUMBER` matches: whole numbers to int, the others to float.
+
+    An integer with more significant digits than `int()` converts (4300) is far beyond any
+    float, so it comes back as infinity, which the finiteness checks then refuse.
+    """
+    if not re.fullmatch(r"[+-]?\d+", text):
+        return float(text)
+    sign = "-" if text.startswith("-") else ""
+    try:
+        return int(sign + (text.lstrip("+-").lstrip("0") or "0"))
+    except ValueError:
+        return -math.inf if sign else math.inf
+
+
 def _as_number(value: Any, key: str) -> int | float:
     if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
-        value = float(value) if re.search(r"[.eE]", value) else int(value)
+        value = _parse_number(value.strip())
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise FieldValueError(f"config.{key} must be a number")
     if not _finite(value):
@@ -233,5 +248,5 @@ def parse_text(rule: FieldRule, text: str) -> Any:
         stripped = text.strip()
         if not _NUMBER.fullmatch(stripped):
             raise FieldValueError("must be a number")
-        value = int(stripped) if re.fullmatch(r"[+-]?\d+", stripped) else float(stripped)
+        value = _parse_number(stripped)
     return check_value(rule, value)

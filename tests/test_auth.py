@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -308,3 +309,28 @@ async def test_bearer_write_ignores_origin(client: AsyncClient) -> None:
         headers={**admin.headers, "Origin": "https://evil.example"},
     )
     assert response.status_code == 200
+
+
+async def test_passwords_and_tokens_never_reach_the_logs(
+    client: AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    admin = await setup_instance(client)
+    wrong = await client.post(
+        "/api/v1/auth/login", json={"email": admin.email, "password": "wrong-guess-1"}
+    )
+    assert wrong.status_code == 401
+    created = await client.post(
+        "/api/v1/users", json={"email": "logged@example.com", "role": "user"}, headers=admin.headers
+    )
+    temp = created.json()["temp_password"]
+    changed = await client.put(
+        "/api/v1/auth/password",
+        json={"old_password": admin.password, "new_password": NEW_PASSWORD},
+        headers=admin.headers,
+    )
+    assert changed.status_code == 200
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert logged, "the requests above must have logged something"
+    for secret in (admin.password, "wrong-guess-1", NEW_PASSWORD, temp, admin.token):
+        assert secret not in logged

@@ -46,22 +46,31 @@ async def bearer_token(client: AsyncClient, email: str, password: str) -> str:
     return token
 
 
+async def log_in(client: AsyncClient, user: dict[str, Any], password: str) -> Account:
+    """The account of `user` (a user body from the API), logged in with a fresh bearer token.
+
+    Cookies left by the call that created the user are dropped, so tests choose explicitly
+    between cookie and bearer authentication.
+    """
+    client.cookies.clear()
+    return Account(
+        id=user["id"],
+        team_id=user["team_id"],
+        email=user["email"],
+        password=password,
+        role=user["role"],
+        token=await bearer_token(client, user["email"], password),
+    )
+
+
 async def setup_instance(client: AsyncClient, **overrides: Any) -> Account:
     """Run first-run setup and return the first admin, logged in."""
     body = {"email": unique_email("admin"), "password": DEFAULT_PASSWORD, **overrides}
     response = await client.post("/api/v1/setup/init", json=body)
     assert response.status_code == 201, response.text
     result = response.json()
-    client.cookies.clear()
-    token = await bearer_token(client, body["email"], body["password"])
-    return Account(
-        id=result["user_id"],
-        team_id=result["team_id"],
-        email=body["email"],
-        password=body["password"],
-        role="admin",
-        token=token,
-    )
+    user = {"id": result["user_id"], "team_id": result["team_id"], "email": body["email"]}
+    return await log_in(client, {**user, "role": "admin"}, body["password"])
 
 
 async def signup_team(client: AsyncClient, team_name: str = "Other Team") -> Account:
@@ -69,49 +78,28 @@ async def signup_team(client: AsyncClient, team_name: str = "Other Team") -> Acc
     body = {"email": unique_email("owner"), "password": DEFAULT_PASSWORD, "team_name": team_name}
     response = await client.post("/api/v1/auth/signup", json=body)
     assert response.status_code == 201, response.text
-    user = response.json()["user"]
-    client.cookies.clear()
-    token = await bearer_token(client, body["email"], body["password"])
-    return Account(
-        id=user["id"],
-        team_id=user["team_id"],
-        email=body["email"],
-        password=body["password"],
-        role="admin",
-        token=token,
-    )
+    return await log_in(client, response.json()["user"], body["password"])
 
 
 async def add_member(
     client: AsyncClient, admin: Account, role: str = "user", *, activate: bool = True
 ) -> Account:
     """Have `admin` create a user; with `activate`, the user also completes the first-login reset."""
-    email = unique_email(role)
     response = await client.post(
-        "/api/v1/users", json={"email": email, "role": role}, headers=admin.headers
+        "/api/v1/users", json={"email": unique_email(role), "role": role}, headers=admin.headers
     )
     assert response.status_code == 201, response.text
     created = response.json()
-    password = created["temp_password"]
-    token = await bearer_token(client, email, password)
-    if activate:
-        reset = await client.post(
-            "/api/v1/auth/reset-password",
-            json={"new_password": DEFAULT_PASSWORD},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        assert reset.status_code == 200, reset.text
-        client.cookies.clear()
-        password = DEFAULT_PASSWORD
-        token = await bearer_token(client, email, password)
-    return Account(
-        id=created["user"]["id"],
-        team_id=created["user"]["team_id"],
-        email=email,
-        password=password,
-        role=role,
-        token=token,
+    member = await log_in(client, created["user"], created["temp_password"])
+    if not activate:
+        return member
+    reset = await client.post(
+        "/api/v1/auth/reset-password",
+        json={"new_password": DEFAULT_PASSWORD},
+        headers=member.headers,
     )
+    assert reset.status_code == 200, reset.text
+    return await log_in(client, created["user"], DEFAULT_PASSWORD)
 
 
 def field(name: str, type_: str, position: int, **extra: Any) -> dict[str, Any]:

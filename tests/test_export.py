@@ -31,6 +31,12 @@ from tests.factories import (
 )
 from tests.helpers import execute, fetch_value
 
+CATALOG_CSV_HEADER = [
+    *("image_url", "label", "confidence", "note", "verified"),
+    *("status", "created_at", "updated_at", "updated_by"),
+]
+"""The export header of the catalog fixture's dataset: its fields in position order."""
+
 
 def _parse_csv(text: str) -> list[list[str]]:
     return list(csv.reader(io.StringIO(text, newline="")))
@@ -66,17 +72,7 @@ async def test_export_csv_columns_values_and_headers(
     name = catalog.dataset["name"]
     assert response.headers["content-disposition"].startswith(f'attachment; filename="{name}.csv"')
     rows = _parse_csv(response.text)
-    assert rows[0] == [
-        "image_url",
-        "label",
-        "confidence",
-        "note",
-        "verified",
-        "status",
-        "created_at",
-        "updated_at",
-        "updated_by",
-    ]
+    assert rows[0] == CATALOG_CSV_HEADER
     assert rows[1][:6] == [
         first["image_url"],
         "cat",
@@ -143,19 +139,7 @@ async def test_export_empty_dataset_and_bad_parameters(
     client: AsyncClient, catalog: Catalog
 ) -> None:
     empty = await client.get(f"{catalog.rows_path}/export", headers=catalog.member.headers)
-    assert _parse_csv(empty.text) == [
-        [
-            "image_url",
-            "label",
-            "confidence",
-            "note",
-            "verified",
-            "status",
-            "created_at",
-            "updated_at",
-            "updated_by",
-        ]
-    ]
+    assert _parse_csv(empty.text) == [CATALOG_CSV_HEADER]
     for params in ({"format": "xml"}, {"only_reviewed": "perhaps"}):
         bad = await client.get(
             f"{catalog.rows_path}/export", params=params, headers=catalog.member.headers

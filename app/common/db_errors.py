@@ -8,16 +8,14 @@ from contextlib import asynccontextmanager
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.common.exceptions import DuplicateException
-
-UNIQUE_VIOLATION = "23505"
+from app.common.exceptions import UNIQUE_VIOLATION, DuplicateException, sqlstate_of
 
 
 def unique_constraint(error: IntegrityError) -> str | None:
     """The name of the unique constraint `error` broke, or None for any other violation."""
-    original = getattr(error, "orig", None)
-    if getattr(original, "sqlstate", None) != UNIQUE_VIOLATION:
+    if sqlstate_of(error) != UNIQUE_VIOLATION:
         return None
+    original = getattr(error, "orig", None)
     cause = getattr(original, "__cause__", None)
     name = getattr(cause, "constraint_name", None) or getattr(original, "constraint_name", None)
     return str(name) if name else ""

@@ -21,6 +21,11 @@ UNIQUE_VIOLATION = "23505"
 FOREIGN_KEY_VIOLATION = "23503"
 
 
+def sqlstate_of(error: BaseException) -> str:
+    """The PostgreSQL SQLSTATE behind a SQLAlchemy error (`""` when there is none)."""
+    return str(getattr(getattr(error, "orig", None), "sqlstate", None) or "")
+
+
 class ErrorDetail(BaseModel):
     """One problem in the input: where (`body.email`, `query.page`) and what."""
 
@@ -205,7 +210,7 @@ async def _database_error_handler(request: Request, exc: Exception) -> JSONRespo
     if is_database_unavailable(exc):
         logger.warning("Database unavailable during %s %s", request.method, request.url.path)
         return error_response(503, "SERVICE_UNAVAILABLE", "The database is unavailable")
-    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None) or ""
+    sqlstate = sqlstate_of(exc)
     if isinstance(exc, IntegrityError) or sqlstate.startswith(("22", "23")):
         logger.warning(
             "Database rejected data (SQLSTATE %s) during %s %s",

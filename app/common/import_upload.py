@@ -124,7 +124,4 @@ async def read_import_request(request: Request, *, max_bytes: int) -> ImportUplo
         return await _from_multipart(request, max_bytes)
     if content_type.startswith("application/json") or not content_type:
         return await _from_json(request, max_bytes)
-    raise ValidationException(
-        "Content-Type must be application/json or multipart/form-data",
-        details=None,
-    )
+    raise ValidationException("Content-Type must be application/json or multipart/form-data")

@@ -14,9 +14,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.common.db_errors import duplicates_as_errors
 from app.common.exceptions import (
+    FOREIGN_KEY_VIOLATION,
     ConflictException,
     ErrorDetail,
     ValidationException,
+    sqlstate_of,
 )
 from app.common.pagination import PageParams
 from app.models.base import utcnow
@@ -41,7 +43,6 @@ DEFAULT_SCHEMA_DESCRIPTION = (
     "Default template for boolean classification with predicted value, name, and description"
 )
 NAME_TAKEN = {"schemas_team_name_key": "A schema with this name already exists"}
-FOREIGN_KEY_VIOLATION = "23503"
 
 
 def rule_of(schema_field: SchemaField) -> FieldRule:
@@ -416,6 +417,6 @@ async def delete_schema(session: AsyncSession, *, team_id: uuid.UUID, schema_id:
         await session.commit()
     except IntegrityError as error:
         await session.rollback()
-        if getattr(error.orig, "sqlstate", None) == FOREIGN_KEY_VIOLATION:
+        if sqlstate_of(error) == FOREIGN_KEY_VIOLATION:
             raise ConflictException("The schema is used by a dataset") from None
         raise

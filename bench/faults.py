@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import subprocess
 import sys
 import uuid
 from contextlib import ExitStack
@@ -33,15 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from bench.api import Api, ApiError
+from bench.api import Api
 from bench.checks import Check
+from bench.command import run_or_exit, write_results
 from bench.fault_import import ImportFaultOptions, run_interrupted_import
 from bench.fault_restart import RestartOptions, RestartResult, run_restart
 from bench.images import FastImageServer, distinct_images
 from bench.options import DEFAULT_OUTPUT
-from bench.service import Service, ServiceError
+from bench.service import Service
 from bench.team import Team, build_team
 from bench.traffic import ImagePool, Workload
 
@@ -179,19 +176,9 @@ def print_summary(result: FaultRun) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: exit 0 when every check passed, 1 when one failed, 2 on a setup failure."""
     options = parse_options(argv)
-    try:
-        result = run(options)
-    except KeyboardInterrupt:
-        print("\nbench.faults: interrupted; service stopped", file=sys.stderr)
-        sys.exit(130)
-    except (ServiceError, ApiError, httpx.HTTPError, OSError, subprocess.SubprocessError) as error:
-        print(f"bench.faults: {error}", file=sys.stderr)
-        sys.exit(2)
+    result = run_or_exit("bench.faults", lambda: run(options))
     print_summary(result)
-    output = options.output_dir / "faults.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(to_json(result), indent=2) + "\n")
-    print(f"\nresults written to {output}")
+    write_results(to_json(result), options.output_dir / "faults.json")
     sys.exit(0 if all(check.passed for check in result.checks()) else 1)
 
 

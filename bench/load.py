@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import time
@@ -38,13 +37,14 @@ from typing import Any
 
 import httpx
 
-from bench.api import Api, ApiError
+from bench.api import Api
+from bench.command import run_or_exit, write_results
 from bench.images import FastImageServer, distinct_images
 from bench.options import DEFAULT_OUTPUT
 from bench.pgctl import postmaster_pid
 from bench.probe import ProbeResult, ThrottleProbe
 from bench.scenarios import build_import_csv, import_mapping
-from bench.service import Service, ServiceError
+from bench.service import Service
 from bench.stats import endpoint_stats, error_examples, server_errors, stats_table, total_stats
 from bench.team import Team, build_team, create_member
 from bench.traffic import (
@@ -309,19 +309,9 @@ def print_summary(result: LoadRun) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: exit 0 when every check passed, 1 when one failed, 2 on a setup failure."""
     options = parse_options(argv)
-    try:
-        result = run(options)
-    except KeyboardInterrupt:
-        print("\nbench.load: interrupted; service stopped", file=sys.stderr)
-        sys.exit(130)
-    except (ServiceError, ApiError, httpx.HTTPError, OSError) as error:
-        print(f"bench.load: {error}", file=sys.stderr)
-        sys.exit(2)
+    result = run_or_exit("bench.load", lambda: run(options))
     print_summary(result)
-    output = options.output_dir / "load.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(to_json(result), indent=2) + "\n")
-    print(f"\nresults written to {output}")
+    write_results(to_json(result), options.output_dir / "load.json")
     sys.exit(0 if all(result.checks().values()) else 1)
 
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import operator
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from bench.options import Options
@@ -226,12 +224,6 @@ def _target_json(target: Target) -> dict[str, Any]:
         "unit": target.unit,
         "verdict": target.verdict,
     }
-
-
-def write_json(results: Results, path: Path) -> None:
-    """Write the summary to `path`, creating its folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_json(results), indent=2) + "\n")
 
 
 def print_summary(results: Results) -> None:

@@ -13,15 +13,14 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from types import FrameType
 
-import httpx
-
-from bench.api import Admin, Api, ApiError, field_ids
+from bench.api import Admin, Api, field_ids
+from bench.command import run_or_exit, write_results
 from bench.images import FastImageServer, distinct_images
 from bench.options import Options, parse_options
-from bench.report import Results, print_summary, write_json
+from bench.report import Results, print_summary, to_json
 from bench.scenarios import latency_probes, measure_latency, run_export, run_import
 from bench.seed import insert_rows
-from bench.service import Service, ServiceError
+from bench.service import Service
 
 EXPORT_FORMATS = ("csv", "jsonl")
 
@@ -148,16 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     """
     options = parse_options(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    try:
-        results = run(options)
-    except KeyboardInterrupt:
-        print("\nbench: interrupted; service stopped", file=sys.stderr)
-        sys.exit(130)
-    except (ServiceError, ApiError, httpx.HTTPError, OSError) as error:
-        print(f"bench: {error}", file=sys.stderr)
-        sys.exit(2)
+    results = run_or_exit("bench", lambda: run(options))
     print_summary(results)
-    output = options.output_dir / "results.json"
-    write_json(results, output)
-    print(f"\nresults written to {output}")
+    write_results(to_json(results), options.output_dir / "results.json")
     sys.exit(1 if results.check_failures() else 0)

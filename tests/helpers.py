@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.cookies import SimpleCookie
 from typing import Any
 
 from fastapi import FastAPI
 from httpx import Response
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 
 def assert_error(response: Response, status: int, code: str) -> dict[str, Any]:
@@ -86,3 +88,19 @@ async def row_data(app: FastAPI, row_id: uuid.UUID) -> dict[str, Any]:
         app, "SELECT data FROM dataset_rows WHERE id = :id", id=row_id
     )
     return value
+
+
+@contextmanager
+def count_statements(app: FastAPI) -> Iterator[list[str]]:
+    """Record every SQL statement the app's engine runs inside the block."""
+    statements: list[str] = []
+    engine = app.state.engine.sync_engine
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)

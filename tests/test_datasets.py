@@ -4,33 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 from fastapi import FastAPI
 from httpx import AsyncClient
-from sqlalchemy import event
 
 from tests.conftest import make_client
 from tests.factories import add_member, create_dataset, create_schema, setup_instance
-from tests.helpers import assert_error, execute, fetch_value, insert_row
-
-
-@contextmanager
-def count_statements(app: FastAPI) -> Iterator[list[str]]:
-    """Record every SQL statement the app's engine runs inside the block."""
-    statements: list[str] = []
-    engine = app.state.engine.sync_engine
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+from tests.helpers import assert_error, count_statements, execute, fetch_value, insert_row
 
 
 async def test_create_dataset_starts_empty(app: FastAPI, client: AsyncClient) -> None:

@@ -22,9 +22,15 @@ from tests.factories import (
     setup_instance,
     signup_team,
 )
-from tests.helpers import assert_error, execute, fetch_all, fetch_value, insert_row
+from tests.helpers import (
+    assert_error,
+    count_statements,
+    execute,
+    fetch_all,
+    fetch_value,
+    insert_row,
+)
 from tests.image_server import unique_png
-from tests.test_datasets import count_statements
 
 
 async def test_list_rows_filters_sorts_and_breaks_ties_by_id(

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
-from httpx import AsyncClient
+from httpx import AsyncClient, Response
 
 from app.services.login_throttle import MAX_FAILURES_PER_CLIENT, MAX_FAILURES_PER_EMAIL
 from tests.conftest import make_client, running_app
-from tests.factories import setup_instance, unique_email
+from tests.factories import Account, setup_instance, unique_email
 from tests.helpers import assert_error, fetch_value
+
+NEW_PASSWORD = "a-brand-new-passphrase"
 
 
 async def _fail(client: AsyncClient, email: str) -> int:
@@ -94,3 +96,58 @@ async def test_throttle_counts_parallel_guesses(app: FastAPI, client: AsyncClien
     statuses = await asyncio.gather(*(guess() for _ in range(MAX_FAILURES_PER_EMAIL + 5)))
     assert statuses.count(401) == MAX_FAILURES_PER_EMAIL
     assert statuses.count(429) == 5
+
+
+async def _change_password(client: AsyncClient, account: Account, old_password: str) -> Response:
+    return await client.put(
+        "/api/v1/auth/password",
+        json={"old_password": old_password, "new_password": NEW_PASSWORD},
+        headers=account.headers,
+    )
+
+
+async def test_wrong_old_passwords_throttle_password_change(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    admin = await setup_instance(client)
+    stored_before = await fetch_value(app, "SELECT password_hash FROM users")
+    statuses = [
+        (await _change_password(client, admin, "wrong-old-password")).status_code
+        for _ in range(MAX_FAILURES_PER_EMAIL)
+    ]
+    assert statuses == [400] * MAX_FAILURES_PER_EMAIL
+    blocked = await _change_password(client, admin, admin.password)
+    assert_error(blocked, 429, "RATE_LIMITED")
+    assert 0 < int(blocked.headers["retry-after"]) <= 15 * 60
+    assert await fetch_value(app, "SELECT password_hash FROM users") == stored_before
+    login = await client.post(
+        "/api/v1/auth/login", json={"email": admin.email, "password": admin.password}
+    )
+    assert_error(login, 429, "RATE_LIMITED")
+    me = await client.get("/api/v1/auth/me", headers=admin.headers)
+    assert me.status_code == 200, "the session itself stays valid"
+
+
+async def test_password_change_throttled_per_client_address(client: AsyncClient) -> None:
+    admin = await setup_instance(client)
+    for _ in range(MAX_FAILURES_PER_CLIENT):
+        await _fail(client, unique_email())
+    blocked = await _change_password(client, admin, admin.password)
+    assert_error(blocked, 429, "RATE_LIMITED")
+    assert "retry-after" in blocked.headers
+
+
+async def test_password_change_clears_the_email_counter(client: AsyncClient) -> None:
+    admin = await setup_instance(client)
+    for _ in range(MAX_FAILURES_PER_EMAIL - 1):
+        await _change_password(client, admin, "wrong-old-password")
+    changed = await _change_password(client, admin, admin.password)
+    assert changed.status_code == 200, changed.text
+    statuses = [await _fail(client, admin.email) for _ in range(MAX_FAILURES_PER_EMAIL)]
+    assert statuses == [401] * MAX_FAILURES_PER_EMAIL
+
+
+async def test_password_change_documents_rate_limiting(client: AsyncClient) -> None:
+    schema = (await client.get("/api/openapi.json")).json()
+    responses = schema["paths"]["/api/v1/auth/password"]["put"]["responses"]
+    assert "429" in responses

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.common.cookies import ACCESS_COOKIE
+from app.common.csrf import OriginHeaders, cross_origin_write_allowed
 from app.common.database import session_scope
 from app.common.exceptions import ForbiddenException, UnauthorizedException
 from app.common.settings import Settings
@@ -62,13 +63,18 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def _origin_allowed(request: Request, settings: Settings) -> bool:
-    """A cookie-authenticated write must come from our own origin or a configured one."""
-    origin = request.headers.get("origin")
-    if origin is None:
-        return True
-    origin = origin.rstrip("/")
-    own_origin = f"{request.url.scheme}://{request.headers.get('host', '')}"
-    return origin == own_origin or origin in settings.cors_origins
+    """A cookie-authenticated write must not come from another site's page (see `app.common.csrf`)."""
+    headers = OriginHeaders(
+        sec_fetch_site=request.headers.get("sec-fetch-site"),
+        origin=request.headers.get("origin"),
+        host=request.headers.get("host"),
+        forwarded_host=request.headers.get("x-forwarded-host"),
+    )
+    return cross_origin_write_allowed(
+        headers,
+        trusted_origins=settings.cors_origins,
+        trust_forwarded_host=settings.trust_forwarded_host,
+    )
 
 
 async def get_authenticated_user(

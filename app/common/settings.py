@@ -43,18 +43,26 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
     database_url: str | None = None
+    auto_migrate: bool = True
     secret_key: SecretStr | None = None
     env: Literal["local", "production"] = "local"
     data_dir: Path = Path(".aitrace")
     log_level: str = "INFO"
     cookie_secure: bool = True
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    trust_forwarded_host: bool = False
     signup_enabled: bool = False
     allow_private_image_urls: bool = False
     image_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     image_fetch_timeout: float = Field(default=10.0, gt=0, le=600)
     import_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     import_concurrency: int = Field(default=16, ge=1, le=256)
+    import_max_concurrent_per_team: int = Field(default=2, ge=1, le=1000)
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    header_timeout: float = Field(default=10.0, gt=0, le=300)
+    export_pool_size: int = Field(default=4, ge=1, le=100)
+    export_max_concurrent_per_user: int = Field(default=2, ge=1, le=100)
+    export_send_timeout: float = Field(default=30.0, gt=0, le=3600)
 
     @field_validator("database_url", mode="before")
     @classmethod
@@ -90,6 +98,17 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _refuse_wildcard_origin(cls, value: list[str]) -> list[str]:
+        """Credentials are always allowed cross-origin, so `*` would let any site act as the user."""
+        if "*" in value:
+            raise ValueError(
+                "must list exact origins, not '*' (credentials are allowed, so '*' would let"
+                " any site call the API as the signed-in user)"
+            )
         return value
 
     @model_validator(mode="after")

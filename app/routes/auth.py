@@ -36,6 +36,9 @@ PASSWORD_ERRORS = error_responses(400, 401, 403)
 """400 bad input or wrong old password, 401 no valid credentials, 403 a cookie-authenticated call
 from a foreign origin (or, for a reset, none pending)."""
 
+PASSWORD_CHANGE_ERRORS = error_responses(400, 401, 403, 429)
+"""The password errors, plus 429 once wrong old passwords hit the login throttle."""
+
 
 def _login_result(user: User) -> LoginResult:
     return LoginResult(
@@ -128,22 +131,29 @@ async def me(user: AuthenticatedUser) -> UserPublic:
     "/password",
     operation_id="auth-change-password",
     response_model=Message,
-    responses=PASSWORD_ERRORS,
+    responses=PASSWORD_CHANGE_ERRORS,
 )
 async def change_password(
     data: PasswordChange,
     user: AuthenticatedUser,
     session: SessionDep,
     settings: SettingsDep,
+    client: ClientAddress,
     response: Response,
 ) -> Message:
     """Change the caller's password (the old one is required).
 
     Clears a pending reset, revokes every earlier token of the user, and sets a fresh cookie.
-    A wrong old password is 400.
+    A wrong old password is 400 and counts as a failed login: past the login limits (10 for the
+    email or 30 from one address within 15 minutes) the change is refused with 429 and
+    `Retry-After`, even with the right old password.
     """
     user = await auth_service.change_password(
-        session, user=user, old_password=data.old_password, new_password=data.new_password
+        session,
+        user=user,
+        old_password=data.old_password,
+        new_password=data.new_password,
+        client_ip=client,
     )
     _renew_cookie(response, user, settings)
     return Message(message="Password changed")

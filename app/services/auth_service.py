@@ -24,6 +24,35 @@ from app.services import login_throttle, user_service
 INVALID_CREDENTIALS = "Invalid email or password"
 
 
+async def _verify_throttled(
+    session: AsyncSession,
+    *,
+    email: str,
+    client_ip: str,
+    password: str,
+    password_hash: str | None,
+    blocked_message: str,
+) -> bool:
+    """Check a password under the login throttle of `email` and `client_ip`.
+
+    A wrong password is recorded as a failure and committed at once (the caller's error rolls
+    the session back); a right one clears the email's failures, left for the caller to commit.
+
+    Raises:
+        RateLimitedException: after too many recent failures (even with the right password).
+    """
+    await login_throttle.lock_email(session, email)
+    wait = await login_throttle.retry_after(session, email=email, client_ip=client_ip)
+    if wait is not None:
+        raise RateLimitedException(blocked_message, headers={"Retry-After": str(wait)})
+    if not await verify_password(password, password_hash):
+        await login_throttle.record_failure(session, email=email, client_ip=client_ip)
+        await session.commit()
+        return False
+    await login_throttle.forget_failures(session, email=email)
+    return True
+
+
 async def authenticate(session: AsyncSession, *, email: str, password: str, client_ip: str) -> User:
     """Check an email and password, counting failures for throttling.
 
@@ -33,20 +62,17 @@ async def authenticate(session: AsyncSession, *, email: str, password: str, clie
         RateLimitedException: after too many recent failures (even with the right password).
         UnauthorizedException: when the email or password is wrong.
     """
-    await login_throttle.lock_email(session, email)
-    wait = await login_throttle.retry_after(session, email=email, client_ip=client_ip)
-    if wait is not None:
-        raise RateLimitedException(
-            "Too many failed login attempts; try again later",
-            headers={"Retry-After": str(wait)},
-        )
     user = await user_service.find_by_email(session, email)
-    if not await verify_password(password, user.password_hash if user else None):
-        await login_throttle.record_failure(session, email=email, client_ip=client_ip)
-        await session.commit()
+    if not await _verify_throttled(
+        session,
+        email=email,
+        client_ip=client_ip,
+        password=password,
+        password_hash=user.password_hash if user else None,
+        blocked_message="Too many failed login attempts; try again later",
+    ):
         raise UnauthorizedException(INVALID_CREDENTIALS)
     assert user is not None
-    await login_throttle.forget_failures(session, email=email)
     await session.commit()
     return user
 
@@ -79,14 +105,24 @@ async def user_for_token(session: AsyncSession, *, token: str, secret: str) -> U
 
 
 async def change_password(
-    session: AsyncSession, *, user: User, old_password: str, new_password: str
+    session: AsyncSession, *, user: User, old_password: str, new_password: str, client_ip: str
 ) -> User:
     """Replace the caller's password after checking the old one; revokes earlier tokens.
 
+    Wrong old passwords count as failed logins of the user's email and of `client_ip`.
+
     Raises:
+        RateLimitedException: after too many recent failures (even with the right old password).
         ValidationException: when the old password is wrong or the new one is the same.
     """
-    if not await verify_password(old_password, user.password_hash):
+    if not await _verify_throttled(
+        session,
+        email=user.email,
+        client_ip=client_ip,
+        password=old_password,
+        password_hash=user.password_hash,
+        blocked_message="Too many wrong passwords; try again later",
+    ):
         raise ValidationException.for_field("body.old_password", "Current password is incorrect")
     if old_password == new_password:
         raise ValidationException.for_field(

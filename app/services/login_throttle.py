@@ -1,7 +1,9 @@
 """Login throttling kept in PostgreSQL, so that every server process sees the same counts.
 
-More than 10 failed attempts for one email, or 30 from one client address, within 15 minutes
-block further attempts (even with the right password) until enough of them age out.
+A failed attempt is a wrong password at login (cookie or token) or a wrong old password when
+changing one's password. More than 10 failed attempts for one email, or 30 from one client
+address, within 15 minutes block further attempts of both kinds (even with the right password)
+until enough of them age out.
 """
 
 from __future__ import annotations

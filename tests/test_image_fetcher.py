@@ -40,6 +40,7 @@ from app.services.image_fetcher import (
     check_url,
     create_http_client,
     is_public_address,
+    normalize_url,
     pinned_addresses,
     sniff_image_type,
 )
@@ -60,7 +61,10 @@ from tests.image_server import (
 
 PUBLIC_IP = "93.184.216.34"
 MAX_BYTES = 1024 * 1024
-NOT_PUBLIC = "image_url: address is not public"
+NOT_PUBLIC = (
+    "image_url: host is not a public address"
+    " (set ALLOW_PRIVATE_IMAGE_URLS=true to allow private networks)"
+)
 NOT_VALID = "image_url: not a valid URL"
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 
@@ -180,9 +184,8 @@ async def test_fetch_png_returns_md5_size_and_url(
 
     image = await fetcher.fetch(image_server.url("/cat.png"))
 
-    assert image == FetchedImage(
-        md5=md5(data), size=len(data), final_url=image_server.url("/cat.png")
-    )
+    url = image_server.url("/cat.png")
+    assert image == FetchedImage(md5=md5(data), size=len(data), url=url, final_url=url)
     assert image.md5 == image.md5.lower()
     assert image_server.requests == ["/cat.png"]
     assert connections == [("127.0.0.1", image_server.port)]
@@ -287,6 +290,7 @@ async def test_fetch_follows_three_redirects(
     image = await fetcher.fetch(image_server.url("/r1"))
 
     assert image.md5 == md5(data)
+    assert image.url == image_server.url("/r1"), "the URL to store is the first one requested"
     assert image.final_url == image_server.url("/final.png", host="localhost")
     assert image_server.requests == ["/r1", "/r2", "/r3", "/final.png"]
     assert image_server.received[-1].headers["host"] == f"localhost:{image_server.port}"
@@ -517,6 +521,71 @@ async def test_fetch_closed_port_refused(http_client: aiohttp.ClientSession) -> 
     error = await fetch_error(fetcher, url)
 
     assert error.message == "image_url: could not connect to the server"
+
+
+async def test_fetch_requests_and_returns_the_normalized_url(
+    image_server: ImageServer, http_client: aiohttp.ClientSession
+) -> None:
+    """Padding and fragment go, markup is percent-encoded: what is requested is what is returned."""
+    image_server.add_image("/images/x.png", png_bytes())
+    fetcher = make_fetcher(http_client, allow_private=True)
+    given = image_server.url('/images/x.png?a="><svg onload=alert(1)>#frag')
+
+    image = await fetcher.fetch(f"  {given}\t\n")
+
+    expected_path = "/images/x.png?a=%22%3E%3Csvg+onload=alert(1)%3E"
+    assert image.url == image.final_url == image_server.url(expected_path)
+    assert image_server.requests == [expected_path]
+
+
+@pytest.mark.parametrize(
+    ("given", "normalized"),
+    [
+        (
+            ' http://127.0.0.1:8000/x.png?a="><svg onload=alert(1)>#frag ',
+            "http://127.0.0.1:8000/x.png?a=%22%3E%3Csvg+onload=alert(1)%3E",
+        ),
+        ("HTTP://Images.Example.COM:80/a b.png#top", "http://images.example.com/a%20b.png"),
+        ("https://images.test:443/x", "https://images.test/x"),
+        ("https://images.test:8443/x", "https://images.test:8443/x"),
+        ("https://Bücher.test/ä.png?ü=1", "https://xn--bcher-kva.test/%C3%A4.png?%C3%BC=1"),
+        ("http://[::FFFF:127.0.0.1]/x", "http://[::ffff:7f00:1]/x"),
+        ("http://images.test/a/../b/./c.png", "http://images.test/b/c.png"),
+        ("http://images.test/p?a=%26&b=%3D&c=%2B&d=%23&e=a+b", None),
+        ("http://images.test/p?sig=abc%2Fdef&x=1&x=2", "http://images.test/p?sig=abc/def&x=1&x=2"),
+        ("http://images.test/p?100%&bad=%zz", "http://images.test/p?100%25&bad=%25zz"),
+        ("http://images.test", None),
+    ],
+)
+def test_normalize_url(given: str, normalized: str | None) -> None:
+    """Canonical and idempotent; the query's separators and `+` keep their meaning."""
+    expected = given if normalized is None else normalized
+
+    assert normalize_url(given) == expected
+    assert normalize_url(expected) == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://ima ges.test/", 'http://ima"ges.test/', "http://ima<ges.test/", "http://a%41.test/"],
+)
+def test_normalize_url_refuses_hosts_with_characters_no_host_name_has(url: str) -> None:
+    with pytest.raises(ValidationException) as caught:
+        normalize_url(url)
+
+    assert caught.value.message == NOT_VALID
+
+
+async def test_fetch_url_over_2048_characters_once_encoded_refused(
+    http_client: aiohttp.ClientSession, connections: Connections
+) -> None:
+    url = "http://127.0.0.1/?q=" + '"' * 1000
+    fetcher = make_fetcher(http_client, allow_private=True)
+
+    error = await fetch_error(fetcher, url)
+
+    assert error.message == "image_url: URL is longer than 2048 characters once encoded"
+    assert connections == []
 
 
 @pytest.mark.parametrize(
@@ -798,7 +867,7 @@ async def _fetch_twice_while_dns_rebinds(
     image = await fetcher.fetch(url)
     error = await fetch_error(fetcher, url)
 
-    assert image == FetchedImage(md5=md5(data), size=len(data), final_url=url)
+    assert image == FetchedImage(md5=md5(data), size=len(data), url=url, final_url=url)
     assert error.message == NOT_PUBLIC
     assert resolver.calls == [name, name]
     assert connections == [("127.0.0.1", server.port)]
@@ -987,7 +1056,12 @@ async def test_fetch_public_redirect_chain_across_schemes(
 
     image = await fetcher.fetch(image_server.url("/start", host="public.test"))
 
-    assert image == FetchedImage(md5=md5(data), size=len(data), final_url=final_url)
+    assert image == FetchedImage(
+        md5=md5(data),
+        size=len(data),
+        url=image_server.url("/start", host="public.test"),
+        final_url=final_url,
+    )
     assert image_server.requests == ["/start"]
     assert tls_server.requests == ["/img"]
     assert tls_server.received[0].headers["host"] == f"cdn.test:{tls_server.port}"

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from fastapi import FastAPI
-from httpx import AsyncClient
+from httpx import AsyncClient, Response
 
 from tests.conftest import make_client
 from tests.factories import (
@@ -53,6 +53,32 @@ async def test_create_row_without_required_value_is_pending(
     assert row["status"] == "pending"
     assert row["data"] == catalog.data(verified=True)
     assert await dataset_counts(client, catalog) == (1, 1)
+
+
+MARKUP_QUERY = '?a="><svg onload=alert(1)>#frag'
+"""A query carrying markup, and a fragment, as a user may paste it."""
+
+ENCODED_QUERY = "?a=%22%3E%3Csvg+onload=alert(1)%3E"
+"""The same query as requested and stored: percent-encoded (a space is `+`), fragment gone."""
+
+
+async def test_create_row_stores_the_normalized_url_that_was_fetched(
+    app: FastAPI, client: AsyncClient, catalog: Catalog, image_server: ImageServer
+) -> None:
+    path = f"/images/{uuid.uuid4().hex}.png"
+    image_server.add_image(path, unique_png())
+    expected = image_server.url(path + ENCODED_QUERY)
+
+    row = await create_row(client, catalog, f"  {image_server.url(path + MARKUP_QUERY)}  ")
+
+    assert row["image_url"] == expected
+    assert await fetch_value(app, "SELECT image_url FROM dataset_rows") == expected
+    assert not any(character in expected for character in '<>" #')
+    assert [seen for seen in image_server.requests if seen.startswith(path)] == [
+        path + ENCODED_QUERY
+    ]
+    read = await client.get(f"{catalog.rows_path}/{row['id']}", headers=catalog.member.headers)
+    assert read.json()["image_url"] == expected
 
 
 INVALID_VALUES: list[tuple[str, Any]] = [
@@ -132,17 +158,26 @@ async def test_integer_only_numeric_field(client: AsyncClient, image_url: ImageU
     assert good.status_code == 201 and good.json()["data"] == {field_id: 3}
 
 
-async def test_same_image_twice_returns_409(
+def image_taken(row_id: str) -> list[dict[str, str]]:
+    """The `details` of a 409 for an image already in the dataset, in row `row_id`."""
+    return [
+        {"field": "image_url", "message": "This image is already in the dataset", "row_id": row_id}
+    ]
+
+
+async def test_same_image_twice_returns_409_naming_the_existing_row(
     client: AsyncClient, catalog: Catalog, image_url: ImageUrl
 ) -> None:
     image = unique_png()
-    await create_row(client, catalog, image_url(image))
+    existing = await create_row(client, catalog, image_url(image))
     response = await client.post(
         catalog.rows_path,
         json={"image_url": image_url(image), "data": {}},
         headers=catalog.member.headers,
     )
-    assert_error(response, 409, "DUPLICATE")
+    body = assert_error(response, 409, "DUPLICATE")
+    assert body["message"] == "This image is already in the dataset"
+    assert body["details"] == image_taken(existing["id"])
     assert await dataset_counts(client, catalog) == (1, 1)
 
 
@@ -152,15 +187,17 @@ async def test_concurrent_creates_of_one_image_exactly_one_wins(
     image = unique_png()
     urls = [image_url(image) for _ in range(5)]
 
-    async def attempt(url: str) -> int:
+    async def attempt(url: str) -> Response:
         async with make_client(app) as http:
-            response = await http.post(
+            return await http.post(
                 catalog.rows_path, json={"image_url": url}, headers=catalog.member.headers
             )
-            return response.status_code
 
-    statuses = await asyncio.gather(*(attempt(url) for url in urls))
-    assert sorted(statuses) == [201, 409, 409, 409, 409]
+    responses = await asyncio.gather(*(attempt(url) for url in urls))
+    assert sorted(response.status_code for response in responses) == [201, 409, 409, 409, 409]
+    (winner,) = [response.json() for response in responses if response.status_code == 201]
+    losers = [response.json() for response in responses if response.status_code == 409]
+    assert [body["details"] for body in losers] == [image_taken(winner["id"])] * 4
     assert await fetch_value(app, "SELECT count(*) FROM dataset_rows") == 1
     assert await fetch_value(app, "SELECT rows_count FROM datasets") == 1
 
@@ -237,6 +274,11 @@ async def test_private_address_refused_without_contacting_it(
                     json={"image_url": image_server.url(path, host=host)},
                     headers=admin.headers,
                 )
-                assert_error(response, 400, "VALIDATION_ERROR")
+                body = assert_error(response, 400, "VALIDATION_ERROR")
+                if host != "2130706433":
+                    assert body["message"] == (
+                        "image_url: host is not a public address"
+                        " (set ALLOW_PRIVATE_IMAGE_URLS=true to allow private networks)"
+                    )
             assert path not in image_server.requests
             assert await fetch_value(application, "SELECT count(*) FROM dataset_rows") == 0

@@ -30,7 +30,14 @@ from tests.helpers import (
     fetch_value,
     insert_row,
 )
-from tests.image_server import unique_png
+from tests.image_server import ImageServer, unique_png
+
+
+def serve_png(image_server: ImageServer) -> str:
+    """Serve a new unique PNG and return its path."""
+    path = f"/images/{uuid.uuid4().hex}.png"
+    image_server.add_image(path, unique_png())
+    return path
 
 
 async def test_list_rows_filters_sorts_and_breaks_ties_by_id(
@@ -184,7 +191,7 @@ async def test_update_row_image_url_rehashes_and_checks_duplicates(
     client: AsyncClient, catalog: Catalog, image_url: ImageUrl
 ) -> None:
     taken = unique_png()
-    await create_row(client, catalog, image_url(taken))
+    holder = await create_row(client, catalog, image_url(taken))
     row = await create_row(client, catalog, image_url())
     path = f"{catalog.rows_path}/{row['id']}"
     fresh = unique_png()
@@ -196,9 +203,44 @@ async def test_update_row_image_url_rehashes_and_checks_duplicates(
     duplicate = await client.put(
         path, json={"image_url": image_url(taken)}, headers=catalog.member.headers
     )
-    assert_error(duplicate, 409, "DUPLICATE")
+    body = assert_error(duplicate, 409, "DUPLICATE")
+    assert body["details"] == [
+        {
+            "field": "image_url",
+            "message": "This image is already in the dataset",
+            "row_id": holder["id"],
+        }
+    ]
     after = await client.get(path, headers=catalog.member.headers)
     assert after.json()["image_url"] == new_url
+
+
+async def test_update_row_image_url_stores_the_normalized_url(
+    app: FastAPI, client: AsyncClient, catalog: Catalog, image_server: ImageServer
+) -> None:
+    row = await create_row(client, catalog, image_server.url(serve_png(image_server)))
+    path = f"{catalog.rows_path}/{row['id']}"
+    image_path = serve_png(image_server)
+    expected = image_server.url(image_path + "?a=%22%3E%3Csvg+onload=alert(1)%3E")
+
+    response = await client.put(
+        path,
+        json={"image_url": f' {image_server.url(image_path)}?a="><svg onload=alert(1)>#frag\n'},
+        headers=catalog.member.headers,
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json()["image_url"] == expected
+    assert await fetch_value(app, "SELECT image_url FROM dataset_rows") == expected
+    same = await client.put(
+        path,
+        json={"image_url": f"{expected}#other-fragment  ", "status": "pending"},
+        headers=catalog.member.headers,
+    )
+    assert same.status_code == 200, same.text
+    assert same.json()["image_url"] == expected
+    fetched = [seen for seen in image_server.requests if seen.startswith(image_path)]
+    assert len(fetched) == 1, "an unchanged normalized URL is not fetched again"
 
 
 async def test_delete_row_updates_counters(

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import Any
 
 import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
 
 MALFORMED_JSON = "Malformed JSON body"
+BUSY_RETRY_AFTER_SECONDS = 5
+"""`Retry-After` when every pooled database connection stayed busy for the pool timeout."""
 UNIQUE_VIOLATION = "23505"
 FOREIGN_KEY_VIOLATION = "23503"
 
@@ -27,10 +31,18 @@ def sqlstate_of(error: BaseException) -> str:
 
 
 class ErrorDetail(BaseModel):
-    """One problem in the input: where (`body.email`, `query.page`) and what."""
+    """One problem in the input: where (`body.email`, `query.page`) and what.
+
+    `row_id` is set only on a `DUPLICATE` image: it names the row of the dataset that already
+    holds the image, so a client can link to it or update it instead.
+    """
 
     field: str
     message: str
+    row_id: uuid.UUID | None = Field(
+        default=None,
+        description="On a DUPLICATE image: the id of the dataset row that already holds it",
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -153,7 +165,7 @@ def error_response(
     """Render the error body shared by every failure."""
     body = ErrorResponse(code=code, message=message, details=details)
     return JSONResponse(
-        body.model_dump(exclude_none=True), status_code=status_code, headers=headers
+        body.model_dump(mode="json", exclude_none=True), status_code=status_code, headers=headers
     )
 
 
@@ -207,6 +219,14 @@ async def _http_exception_handler(request: Request, exc: Exception) -> JSONRespo
 
 
 async def _database_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, PoolTimeoutError):
+        logger.warning("No free database connection for %s %s", request.method, request.url.path)
+        return error_response(
+            503,
+            "SERVICE_UNAVAILABLE",
+            "The server is busy; try again shortly",
+            headers={"Retry-After": str(BUSY_RETRY_AFTER_SECONDS)},
+        )
     if is_database_unavailable(exc):
         logger.warning("Database unavailable during %s %s", request.method, request.url.path)
         return error_response(503, "SERVICE_UNAVAILABLE", "The database is unavailable")

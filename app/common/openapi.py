@@ -14,7 +14,10 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     401: "Missing, invalid, expired or revoked credentials (UNAUTHORIZED)",
     403: "Not allowed for this user (FORBIDDEN)",
     404: "No such resource in the caller's team (NOT_FOUND)",
-    409: "Uniqueness rule or resource state forbids it (DUPLICATE or CONFLICT)",
+    409: (
+        "Uniqueness rule or resource state forbids it (DUPLICATE or CONFLICT); a duplicate "
+        "image names the row that holds it in `details[].row_id`"
+    ),
     413: "Body over its size limit (PAYLOAD_TOO_LARGE)",
     429: "Too many failed logins (RATE_LIMITED)",
     500: "Unexpected server error (INTERNAL_ERROR)",

@@ -2,10 +2,19 @@
 
 Every path that stores an image URL goes through `ImageFetcher.fetch`, which:
 
-- accepts only `http`/`https` URLs of at most 2048 characters, without user name or password
-  (credentials in a URL would be stored in rows and exports, and `user@host` is a classic way
-  to confuse URL parsers), parsed once with yarl: the `yarl.URL` that is checked is the very
-  object handed to aiohttp, so checker and client cannot read the URL differently;
+- normalizes the URL (`check_url`): surrounding whitespace trimmed, fragment dropped (it is
+  never sent to a server), then yarl's canonical encoded form: scheme and host lower-case, an
+  IDN host in punycode, a default port dropped, dot segments resolved, and every character
+  that may not appear raw (space, `"`, `<`, `>`, non-ASCII...) percent-encoded, while the
+  query's separators keep their meaning (`%26`, `%3D`, `%2B` stay encoded). This form is what
+  is requested and what callers store (`FetchedImage.url`), so no markup or padding a user
+  typed ever reaches a stored row or an export;
+- accepts only `http`/`https` URLs of at most 2048 characters (as given and once encoded),
+  without user name or password (credentials in a URL would be stored in rows and exports,
+  and `user@host` is a classic way to confuse URL parsers), with a host name made of letters,
+  digits, `-`, `_` and dots or an IP literal, parsed once with yarl: the `yarl.URL` that is
+  checked is the very object handed to aiohttp, so checker and client cannot read the URL
+  differently;
 - refuses numeric hosts that are not a canonical IP address (`127.1`, `2130706433`,
   `0177.0.0.1`): aiohttp refuses them too, and socket APIs read them in surprising ways;
 - resolves the host once and refuses the URL unless every address is public unicast
@@ -32,6 +41,7 @@ import asyncio
 import hashlib
 import ipaddress
 import logging
+import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -100,21 +110,42 @@ _ISO_BMFF_IMAGE_BRANDS: Final = frozenset(
     {b"avif", b"avis", b"heic", b"heix", b"hevc", b"hevx", b"mif1", b"msf1"}
 )
 _BMP_DIB_HEADER_SIZES: Final = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
+_HOST_NAME: Final = re.compile(r"[a-z0-9_.-]+")
+NOT_PUBLIC: Final = (
+    "host is not a public address (set ALLOW_PRIVATE_IMAGE_URLS=true to allow private networks)"
+)
 
 
 @dataclass(frozen=True)
 class FetchedImage:
     """An image that passed every check.
 
+    `url` is what callers store as the row's `image_url`: the normalized form of the URL the
+    user gave, i.e. the first URL requested, not the end of a redirect chain. The user's URL is
+    the one they chose, can see in their input and can edit later; a redirect target is often
+    short-lived (a pre-signed or tokenised CDN address, a shortener's current destination), and
+    storing it would let the image server decide what the dataset records. Comparing the stored
+    URL with a new normalized input also tells an unchanged URL from a new one.
+
     Attributes:
         md5: The MD5 of the body, lowercase hex.
         size: The body's size in bytes.
-        final_url: The URL the body came from, after redirects.
+        url: The normalized URL as first requested (see `check_url`), to be stored.
+        final_url: The URL the body came from, after redirects (normalized the same way).
     """
 
     md5: str
     size: int
+    url: str
     final_url: str
+
+
+@dataclass(frozen=True)
+class _Body:
+    """The hash and size of a body that passed the image check."""
+
+    md5: str
+    size: int
 
 
 @dataclass(frozen=True)
@@ -183,27 +214,36 @@ def _checked_host(parsed: URL) -> str:
             ipaddress.ip_address(host)
         except ValueError:
             raise _invalid("not a valid URL") from None
+    elif not _HOST_NAME.fullmatch(host):
+        raise _invalid("not a valid URL")
     return host
 
 
 def check_url(url: str | URL) -> CheckedUrl:
-    """Apply the rules that need no network: scheme, length, host, port, no credentials.
+    """Normalize a URL and apply the rules that need no network.
+
+    The rules: scheme, length (as given and once encoded), host, port, no credentials. The
+    normalized form (see the module documentation) is idempotent: normalizing it again gives
+    it back unchanged.
 
     Args:
         url: The absolute URL to check.
 
     Returns:
-        The parsed URL with its scheme, host and port.
+        The normalized URL with its scheme, host and port.
 
     Raises:
         ValidationException: When any rule fails.
     """
-    if len(str(url)) > MAX_URL_LENGTH:
+    text = str(url).strip()
+    if len(text) > MAX_URL_LENGTH:
         raise _invalid(f"URL is longer than {MAX_URL_LENGTH} characters")
     try:
-        parsed = URL(url)
+        parsed = URL(text).with_fragment(None)
     except (TypeError, ValueError):
         raise _invalid("not a valid URL") from None
+    if len(str(parsed)) > MAX_URL_LENGTH:
+        raise _invalid(f"URL is longer than {MAX_URL_LENGTH} characters once encoded")
     if parsed.scheme not in ALLOWED_SCHEMES:
         raise _invalid("only http and https URLs are allowed")
     if parsed.raw_user is not None or parsed.raw_password is not None:
@@ -213,6 +253,24 @@ def check_url(url: str | URL) -> CheckedUrl:
     if port is None or not 0 < port < 65536:
         raise _invalid("URL has an invalid port")
     return CheckedUrl(url=parsed, scheme=parsed.scheme, host=host, port=port)
+
+
+def normalize_url(url: str) -> str:
+    """The form of `url` that `ImageFetcher.fetch` requests and callers store.
+
+    Needs no network, so a caller can tell whether a new URL differs from a stored one before
+    downloading anything.
+
+    Args:
+        url: The user-supplied image URL.
+
+    Returns:
+        The normalized URL (see `check_url`).
+
+    Raises:
+        ValidationException: When the URL breaks a rule that needs no network.
+    """
+    return str(check_url(url).url)
 
 
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -486,13 +544,14 @@ class ImageFetcher:
         self._resolver = resolver or resolve_host
 
     async def fetch(self, url: str) -> FetchedImage:
-        """Download the image at `url` and return its MD5 and size.
+        """Download the image at `url` and return its MD5, size and normalized URL.
 
         Args:
             url: The user-supplied image URL.
 
         Returns:
-            The image's MD5 (lowercase hex), size and the URL after redirects.
+            The image's MD5 (lowercase hex), size, the normalized URL to store (the first one
+            requested, see `FetchedImage`) and the URL after redirects.
 
         Raises:
             ValidationException: Bad URL, address not public, too many redirects, non-2xx
@@ -512,12 +571,17 @@ class ImageFetcher:
             raise _invalid("could not download the image") from None
 
     async def _fetch(self, url: str) -> FetchedImage:
-        target = check_url(url)
+        requested = target = check_url(url)
         redirects = 0
         while True:
             outcome = await self._get(target)
-            if isinstance(outcome, FetchedImage):
-                return outcome
+            if isinstance(outcome, _Body):
+                return FetchedImage(
+                    md5=outcome.md5,
+                    size=outcome.size,
+                    url=str(requested.url),
+                    final_url=str(target.url),
+                )
             if redirects == MAX_REDIRECTS:
                 logger.info("Too many redirects from %s", redact_url(url))
                 raise _invalid(f"more than {MAX_REDIRECTS} redirects")
@@ -547,14 +611,14 @@ class ImageFetcher:
         if not self._allow_private and not all(is_public_address(a) for a in addresses):
             # Refuse when any answer is internal: the attacker may control the DNS order.
             logger.warning("Refused image URL to a non-public address: %s", redact_url(target.url))
-            raise _invalid("address is not public")
+            raise _invalid(NOT_PUBLIC)
         return addresses
 
-    async def _get(self, target: CheckedUrl) -> FetchedImage | str:
+    async def _get(self, target: CheckedUrl) -> _Body | str:
         """Send one GET to the checked addresses of `target`.
 
         Returns:
-            The image, or the `Location` of a redirect still to be checked.
+            The image's hash and size, or the `Location` of a redirect still to be checked.
         """
         addresses = await self._addresses(target)
         with pinned_addresses(target.host, target.port, addresses):
@@ -567,9 +631,7 @@ class ImageFetcher:
                 logger.info("Could not connect to image host of %s", redact_url(target.url))
                 raise _invalid("could not connect to the server") from None
 
-    async def _answer(
-        self, response: aiohttp.ClientResponse, target: CheckedUrl
-    ) -> FetchedImage | str:
+    async def _answer(self, response: aiohttp.ClientResponse, target: CheckedUrl) -> _Body | str:
         """Turn a response into a redirect location, an image, or a refusal."""
         location = response.headers.get("Location")
         if response.status in REDIRECT_STATUSES and location:
@@ -579,9 +641,7 @@ class ImageFetcher:
             raise _invalid(f"server answered HTTP {response.status}")
         return await self._read_image(response, target)
 
-    async def _read_image(
-        self, response: aiohttp.ClientResponse, target: CheckedUrl
-    ) -> FetchedImage:
+    async def _read_image(self, response: aiohttp.ClientResponse, target: CheckedUrl) -> _Body:
         """Stream the body, enforcing the size cap and the image check, and hash it."""
         if response.content_length is not None and response.content_length > self._max_bytes:
             raise _too_large(self._max_bytes)
@@ -602,7 +662,7 @@ class ImageFetcher:
                     sniffed = True
         if not sniffed:
             self._require_image(head, target)
-        return FetchedImage(md5=digest.hexdigest(), size=size, final_url=str(target.url))
+        return _Body(md5=digest.hexdigest(), size=size)
 
     @staticmethod
     def _require_image(head: bytes, target: CheckedUrl) -> None:

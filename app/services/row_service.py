@@ -4,6 +4,10 @@ Downloading an image can take seconds, so no database transaction is held open d
 the request is checked in one short transaction, the image is fetched, and the write happens
 in a second short transaction that re-reads the schema's fields under a share lock (a
 concurrent schema change waits for it, or it for the schema change).
+
+The stored `image_url` is the normalized URL the fetcher requested (trimmed, no fragment,
+percent-encoded; see `image_fetcher.check_url`), never the raw input. An image already in the
+dataset is refused with `409 DUPLICATE` whose detail names the row holding it (`row_id`).
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import delete, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.common.db_errors import duplicates_as_errors
-from app.common.exceptions import NotFoundException
+from app.common.db_errors import unique_constraint
+from app.common.exceptions import DuplicateException, ErrorDetail, NotFoundException
 from app.common.pagination import PageParams
 from app.models.base import utcnow
 from app.models.dataset import Dataset
@@ -26,10 +31,11 @@ from app.models.row import DatasetRow, RowCreate, RowPage, RowPublic, RowSort, R
 from app.models.user import User
 from app.services import dataset_service, schema_service
 from app.services.field_types import FieldRule
-from app.services.image_fetcher import ImageFetcher
+from app.services.image_fetcher import ImageFetcher, normalize_url
 from app.services.row_values import PENDING, REVIEWED, computed_status, validate_data
 
-IMAGE_TAKEN = {"dataset_rows_dataset_image_key": "This image is already in the dataset"}
+IMAGE_KEY = "dataset_rows_dataset_image_key"
+IMAGE_TAKEN = "This image is already in the dataset"
 
 _SORT_COLUMNS: dict[str, tuple[Any, bool]] = {
     "created_at": (DatasetRow.created_at, False),
@@ -124,6 +130,48 @@ async def _row_record(
     return row
 
 
+async def _row_holding_image(
+    session: AsyncSession, *, team_id: uuid.UUID, dataset_id: uuid.UUID, image_hash: str
+) -> uuid.UUID | None:
+    """The id of the dataset's row with this image, reached only through the caller's team."""
+    query = (
+        select(DatasetRow.id)
+        .join(Dataset, col(Dataset.id) == col(DatasetRow.dataset_id))
+        .where(
+            DatasetRow.dataset_id == dataset_id,
+            DatasetRow.image_hash == image_hash,
+            Dataset.team_id == team_id,
+        )
+    )
+    return (await session.exec(query)).first()
+
+
+async def _save(session: AsyncSession, row: DatasetRow, *, team_id: uuid.UUID) -> None:
+    """Commit `row`; an image already in the dataset becomes a 409 naming the row holding it.
+
+    The unique index on (dataset, image hash) decides, so of concurrent writers of one image
+    exactly one wins: the index makes the others wait for the winner's commit, then fail, and
+    after their rollback they see the winner's row and name it. Should that row be deleted in
+    between, the 409 names no row.
+
+    Raises:
+        DuplicateException: when the image is already in the dataset.
+    """
+    dataset_id, image_hash = row.dataset_id, row.image_hash
+    try:
+        session.add(row)
+        await session.commit()
+    except IntegrityError as error:
+        await session.rollback()
+        if unique_constraint(error) != IMAGE_KEY:
+            raise
+        holder = await _row_holding_image(
+            session, team_id=team_id, dataset_id=dataset_id, image_hash=image_hash
+        )
+        detail = ErrorDetail(field="image_url", message=IMAGE_TAKEN, row_id=holder)
+        raise DuplicateException(IMAGE_TAKEN, details=[detail]) from None
+
+
 async def list_rows(
     session: AsyncSession,
     *,
@@ -188,13 +236,15 @@ async def create_row(
 ) -> RowPublic:
     """Create a row: validate `data`, download and hash the image, store both.
 
-    Fields left out or unset that have a `default_value` get it; the status is computed.
+    Fields left out or unset that have a `default_value` get it; the status is computed. The
+    normalized URL that was requested is stored, not the input as typed.
 
     Raises:
         NotFoundException: when the dataset is not in the caller's team.
         ValidationException: for invalid values or an image that cannot be fetched.
         PayloadTooLargeException: for an image over `IMAGE_MAX_BYTES`.
-        DuplicateException: when the same image (by hash) is already in the dataset.
+        DuplicateException: when the same image (by hash) is already in the dataset; the
+            detail names the row holding it.
     """
     dataset = await dataset_service.get_dataset(
         session, team_id=user.team_id, dataset_id=dataset_id
@@ -208,16 +258,14 @@ async def create_row(
     stored = validate_data(rules, data.data, apply_defaults=True)
     row = DatasetRow(
         dataset_id=dataset.id,
-        image_url=data.image_url,
+        image_url=image.url,
         image_hash=image.md5,
         data=stored,
         status=computed_status(rules, stored),
         created_by=user.id,
         updated_by=user.id,
     )
-    async with duplicates_as_errors(session, IMAGE_TAKEN):
-        session.add(row)
-        await session.commit()
+    await _save(session, row, team_id=user.team_id)
     return _public(row, user.email, user.email)
 
 
@@ -233,13 +281,15 @@ async def update_row(
     """Change a row's image, values or status.
 
     `data`, when given, replaces the whole map and the status is recomputed, unless an explicit
-    `status` is given, which wins. A new `image_url` is downloaded and hashed again.
+    `status` is given, which wins. A new `image_url` is downloaded and hashed again; a URL
+    whose normalized form is the stored one is unchanged (nothing is downloaded).
 
     Raises:
         NotFoundException: when the row is not in this dataset of the caller's team.
         ValidationException: for invalid values or an image that cannot be fetched.
         PayloadTooLargeException: for an image over `IMAGE_MAX_BYTES`.
-        DuplicateException: when the new image is already in the dataset.
+        DuplicateException: when the new image is already in the dataset; the detail names
+            the row holding it.
     """
     dataset = await dataset_service.get_dataset(
         session, team_id=user.team_id, dataset_id=dataset_id
@@ -249,25 +299,23 @@ async def update_row(
         validate_data(
             await field_rules(session, dataset, lock_schema=False), data.data, apply_defaults=False
         )
-    new_url = data.image_url if data.image_url not in (None, current.image_url) else None
+    new_url = None if data.image_url is None else normalize_url(data.image_url)
     image = None
-    if new_url is not None:
+    if new_url is not None and new_url != current.image_url:
         await session.commit()
         image = await fetcher.fetch(new_url)
     rules = await field_rules(session, dataset, lock_schema=True)
     row = await _row_record(session, dataset_id=dataset.id, row_id=row_id, lock=True)
-    if image is not None and new_url is not None:
-        row.image_url, row.image_hash = new_url, image.md5
+    if image is not None:
+        row.image_url, row.image_hash = image.url, image.md5
     if data.data is not None:
         row.data = validate_data(rules, data.data, apply_defaults=False)
         row.status = computed_status(rules, row.data)
     if data.status is not None:
         row.status = data.status
     row.updated_by, row.updated_at = user.id, utcnow()
-    async with duplicates_as_errors(session, IMAGE_TAKEN):
-        session.add(row)
-        await session.commit()
-    return await get_row(session, team_id=user.team_id, dataset_id=dataset.id, row_id=row.id)
+    await _save(session, row, team_id=user.team_id)
+    return await get_row(session, team_id=user.team_id, dataset_id=dataset.id, row_id=row_id)
 
 
 async def delete_row(

@@ -295,3 +295,43 @@ async def test_member_reads_schemas_but_cannot_write(app: FastAPI, client: Async
         assert_error(response, 403, "FORBIDDEN")
     names = await fetch_all(app, "SELECT name FROM schemas ORDER BY name")
     assert names == [{"name": "Boolean Template"}, {"name": "Owned"}]
+
+
+FIELD_CONFIG_KEYS = {
+    "max_length": "integer",
+    "multiline": "boolean",
+    "decimal": "boolean",
+    "min": "number",
+    "max": "number",
+    "options": "array",
+}
+
+
+def test_openapi_documents_every_field_config_key_with_its_type(app: FastAPI) -> None:
+    schema = app.openapi()
+    components = schema["components"]["schemas"]
+    config = components["FieldConfig"]
+    assert {key: spec["type"] for key, spec in config["properties"].items()} == FIELD_CONFIG_KEYS
+    assert config["additionalProperties"] is False
+    assert config["properties"]["max_length"]["minimum"] == 1
+    assert config["properties"]["max_length"]["maximum"] == 100_000
+    assert config["properties"]["options"]["items"]["type"] == "string"
+    assert (
+        config["properties"]["options"]["minItems"],
+        config["properties"]["options"]["maxItems"],
+    ) == (1, 500)
+    for key, owner in [("max_length", "text"), ("decimal", "numeric"), ("options", "enum")]:
+        assert f"`{owner}`" in config["properties"][key]["description"]
+    reference = {"$ref": "#/components/schemas/FieldConfig"}
+    assert components["FieldPublic"]["properties"]["config"] == reference
+    for request_model in ("FieldCreate", "FieldUpdate"):
+        assert reference in components[request_model]["properties"]["config"]["anyOf"]
+
+
+async def test_whole_number_bounds_stay_integers_in_the_response(client: AsyncClient) -> None:
+    admin = await setup_instance(client)
+    fields = [field("score", "numeric", 0, config={"min": 3, "max": "7.5", "decimal": "true"})]
+    schema = await create_schema(client, admin, fields=fields)
+    config = schema["fields"][0]["config"]
+    assert config == {"min": 3, "max": 7.5, "decimal": True}
+    assert isinstance(config["min"], int)

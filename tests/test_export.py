@@ -1,4 +1,5 @@
-"""Streamed export: exact CSV and JSONL shapes, filters, safe file names, disconnects."""
+"""Streamed export: exact CSV and JSONL shapes, filters, formula-safe cells, safe file names,
+disconnects."""
 
 from __future__ import annotations
 
@@ -6,15 +7,14 @@ import asyncio
 import csv
 import io
 import json
-import socket
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from httpx import AsyncClient
 
@@ -22,20 +22,25 @@ from app.main import create_app
 from app.services import export_service
 from app.services.export_service import content_disposition
 from tests.factories import (
+    Account,
     Catalog,
     ImageUrl,
     create_dataset,
     create_row,
     create_schema,
+    field,
     setup_instance,
 )
 from tests.helpers import execute, fetch_value
+from tests.uvicorn_server import serve_app
 
 CATALOG_CSV_HEADER = [
     *("image_url", "label", "confidence", "note", "verified"),
     *("status", "created_at", "updated_at", "updated_by"),
 ]
 """The export header of the catalog fixture's dataset: its fields in position order."""
+
+ALL_ROWS = {"only_reviewed": "false"}
 
 
 def _parse_csv(text: str) -> list[list[str]]:
@@ -66,7 +71,9 @@ async def test_export_csv_columns_values_and_headers(
     app: FastAPI, client: AsyncClient, catalog: Catalog, image_url: ImageUrl
 ) -> None:
     first, second = await _fill(app, client, catalog, image_url)
-    response = await client.get(f"{catalog.rows_path}/export", headers=catalog.member.headers)
+    response = await client.get(
+        f"{catalog.rows_path}/export", params=ALL_ROWS, headers=catalog.member.headers
+    )
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/csv")
     name = catalog.dataset["name"]
@@ -87,17 +94,21 @@ async def test_export_csv_columns_values_and_headers(
     assert len(rows) == 3
 
 
-async def test_export_only_reviewed(
+async def test_export_defaults_to_reviewed_rows_only(
     app: FastAPI, client: AsyncClient, catalog: Catalog, image_url: ImageUrl
 ) -> None:
-    first, _ = await _fill(app, client, catalog, image_url)
-    response = await client.get(
-        f"{catalog.rows_path}/export",
-        params={"only_reviewed": "true"},
-        headers=catalog.member.headers,
-    )
-    rows = _parse_csv(response.text)
-    assert [row[0] for row in rows[1:]] == [first["image_url"]]
+    first, second = await _fill(app, client, catalog, image_url)
+    path = f"{catalog.rows_path}/export"
+    for params in ({}, {"only_reviewed": "true"}):
+        response = await client.get(path, params=params, headers=catalog.member.headers)
+        assert [row[0] for row in _parse_csv(response.text)[1:]] == [first["image_url"]]
+        jsonl = await client.get(
+            path, params={**params, "format": "jsonl"}, headers=catalog.member.headers
+        )
+        assert [json.loads(line)["id"] for line in jsonl.text.splitlines()] == [first["id"]]
+    everything = await client.get(path, params=ALL_ROWS, headers=catalog.member.headers)
+    exported = [row[0] for row in _parse_csv(everything.text)[1:]]
+    assert exported == [first["image_url"], second["image_url"]]
 
 
 async def test_export_jsonl_objects(
@@ -105,7 +116,9 @@ async def test_export_jsonl_objects(
 ) -> None:
     first, second = await _fill(app, client, catalog, image_url)
     response = await client.get(
-        f"{catalog.rows_path}/export", params={"format": "jsonl"}, headers=catalog.member.headers
+        f"{catalog.rows_path}/export",
+        params={"format": "jsonl", **ALL_ROWS},
+        headers=catalog.member.headers,
     )
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/x-ndjson")
@@ -140,7 +153,7 @@ async def test_export_empty_dataset_and_bad_parameters(
 ) -> None:
     empty = await client.get(f"{catalog.rows_path}/export", headers=catalog.member.headers)
     assert _parse_csv(empty.text) == [CATALOG_CSV_HEADER]
-    for params in ({"format": "xml"}, {"only_reviewed": "perhaps"}):
+    for params in ({"format": "xml"}, {"only_reviewed": "perhaps"}, {"formula_safe": "2"}):
         bad = await client.get(
             f"{catalog.rows_path}/export", params=params, headers=catalog.member.headers
         )
@@ -167,7 +180,9 @@ async def test_export_round_trips_through_import(
     app: FastAPI, client: AsyncClient, catalog: Catalog, image_url: ImageUrl
 ) -> None:
     await _fill(app, client, catalog, image_url)
-    exported = await client.get(f"{catalog.rows_path}/export", headers=catalog.member.headers)
+    exported = await client.get(
+        f"{catalog.rows_path}/export", params=ALL_ROWS, headers=catalog.member.headers
+    )
     target = await create_dataset(client, catalog.admin, catalog.schema["id"])
     mapping = {"image_url": "image_url", **{fid: name for name, fid in catalog.ids.items()}}
     response = await client.post(
@@ -177,38 +192,20 @@ async def test_export_round_trips_through_import(
     )
     assert response.json()["imported"] == 2
     again = await client.get(
-        f"/api/v1/datasets/{target['id']}/rows/export", headers=catalog.member.headers
+        f"/api/v1/datasets/{target['id']}/rows/export",
+        params=ALL_ROWS,
+        headers=catalog.member.headers,
     )
     strip = [row[:6] for row in _parse_csv(again.text)]
     assert sorted(strip) == sorted(row[:6] for row in _parse_csv(exported.text))
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture
 async def served_app(make_settings: Any) -> AsyncIterator[tuple[FastAPI, str]]:
     """The app behind a real uvicorn server on 127.0.0.1, so a client can really disconnect."""
     application = create_app(make_settings())
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
-    try:
-        yield application, f"http://127.0.0.1:{port}"
-    finally:
-        from tests.conftest import _truncate
-
-        await _truncate(application)
-        server.should_exit = True
-        await task
+    async with serve_app(application) as base_url:
+        yield application, base_url
 
 
 async def test_client_disconnect_mid_export_releases_the_connection(
@@ -218,9 +215,9 @@ async def test_client_disconnect_mid_export_releases_the_connection(
     events: list[str] = []
     real_copy = export_service._copy_out
 
-    async def observed(engine: Any, spec: Any) -> AsyncIterator[bytes]:
+    async def observed(lease: Any, spec: Any) -> AsyncIterator[bytes]:
         try:
-            async for chunk in real_copy(engine, spec):
+            async for chunk in real_copy(lease, spec):
                 events.append("chunk")
                 yield chunk
             events.append("finished")
@@ -249,7 +246,7 @@ async def test_client_disconnect_mid_export_releases_the_connection(
             assert response.status_code == 200
             async for _ in response.aiter_bytes():
                 break
-    pool = application.state.engine.pool
+    pool = application.state.export_engine.pool
     for _ in range(100):
         active = await fetch_value(
             application,
@@ -259,7 +256,7 @@ async def test_client_disconnect_mid_export_releases_the_connection(
         if pool.checkedout() == 0 and active == 0:
             break
         await asyncio.sleep(0.05)
-    assert pool.checkedout() == 0
+    assert pool.checkedout() == 0 and application.state.engine.pool.checkedout() == 0
     assert active == 0
     assert events[-1] == "closed" and "finished" not in events, "the export stopped early"
 
@@ -284,8 +281,91 @@ async def test_export_jsonl_renames_only_keys_with_awkward_names(
     assert created.status_code == 201
     response = await client.get(
         f"/api/v1/datasets/{dataset['id']}/rows/export",
-        params={"format": "jsonl"},
+        params={"format": "jsonl", **ALL_ROWS},
         headers=admin.headers,
     )
     (line,) = response.text.splitlines()
     assert json.loads(line)["data"] == {'say "cheese"': tricky, "naïve \\ back": "x"}
+
+
+FORMULA_FIELDS = [
+    field("=note", "text", 0),
+    field("score", "numeric", 1),
+    field("label", "enum", 2, config={"options": ["@cat", "dog"]}),
+    field("flag", "boolean", 3),
+]
+"""A text field whose name is a formula, and one field of each other type."""
+
+FORMULA_NOTES = ["=1+2", "@SUM(A1)", "-cmd", "\tx", "+1", "\rcr", "plain", "a =b"]
+
+
+@dataclass(frozen=True)
+class FormulaSet:
+    """The owner of the formula dataset, its export path, and the owner's changed email."""
+
+    admin: Account
+    export_path: str
+    email: str
+
+
+async def _formula_dataset(app: FastAPI, client: AsyncClient, image_url: ImageUrl) -> FormulaSet:
+    """A dataset whose rows hold formula-like text next to a negative number and a boolean.
+
+    The updating user's email is changed in the database to start with `-`.
+    """
+    admin = await setup_instance(client)
+    schema = await create_schema(client, admin, fields=FORMULA_FIELDS)
+    note, score, label, flag = (item["id"] for item in schema["fields"])
+    dataset = await create_dataset(client, admin, schema["id"])
+    for text in FORMULA_NOTES:
+        created = await client.post(
+            f"/api/v1/datasets/{dataset['id']}/rows",
+            json={
+                "image_url": image_url(),
+                "data": {note: text, score: -5, label: "@cat", flag: True},
+            },
+            headers=admin.headers,
+        )
+        assert created.status_code == 201, created.text
+        assert created.json()["data"][note] == text
+    email = f"-{admin.email}"
+    await execute(
+        app, "UPDATE users SET email = :email WHERE id = :id", email=email, id=uuid.UUID(admin.id)
+    )
+    return FormulaSet(admin, f"/api/v1/datasets/{dataset['id']}/rows/export", email)
+
+
+async def test_export_csv_prefixes_text_cells_a_spreadsheet_would_run(
+    app: FastAPI, client: AsyncClient, image_url: ImageUrl
+) -> None:
+    dataset = await _formula_dataset(app, client, image_url)
+    response = await client.get(dataset.export_path, params=ALL_ROWS, headers=dataset.admin.headers)
+    header, *rows = _parse_csv(response.text)
+    assert header[1:5] == ["'=note", "score", "label", "flag"]
+    expected = ["'=1+2", "'@SUM(A1)", "'-cmd", "'\tx", "'+1", "'\rcr", "plain", "a =b"]
+    assert sorted(row[1] for row in rows) == sorted(expected)
+    assert {(row[2], row[3], row[4], row[-1]) for row in rows} == {
+        ("-5", "'@cat", "true", f"'{dataset.email}")
+    }
+
+
+async def test_export_csv_formula_safe_false_and_jsonl_keep_values_as_stored(
+    app: FastAPI, client: AsyncClient, image_url: ImageUrl
+) -> None:
+    dataset = await _formula_dataset(app, client, image_url)
+    raw = await client.get(
+        dataset.export_path,
+        params={**ALL_ROWS, "formula_safe": "false"},
+        headers=dataset.admin.headers,
+    )
+    header, *rows = _parse_csv(raw.text)
+    assert header[1] == "=note"
+    assert sorted(row[1] for row in rows) == sorted(FORMULA_NOTES)
+    assert {(row[2], row[3], row[-1]) for row in rows} == {("-5", "@cat", dataset.email)}
+    jsonl = await client.get(
+        dataset.export_path, params={**ALL_ROWS, "format": "jsonl"}, headers=dataset.admin.headers
+    )
+    lines = [json.loads(line) for line in jsonl.text.splitlines()]
+    assert sorted(line["data"]["=note"] for line in lines) == sorted(FORMULA_NOTES)
+    assert {(line["data"]["score"], line["data"]["label"]) for line in lines} == {(-5, "@cat")}
+    assert {line["updated_by_email"] for line in lines} == {dataset.email}

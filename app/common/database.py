@@ -23,28 +23,63 @@ SCHEMA_LOCK_ID = 0x41495452
 CONNECT_TIMEOUT_SECONDS = 5.0
 """A connection attempt to a database that is down fails after this long (then 503)."""
 
+POOL_TIMEOUT_SECONDS = 10.0
+"""A request waits this long for a pooled connection before it is answered 503.
 
-def create_engine(database_url: str, *, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
+Not shorter: under a saturating load (see `bench.load`) p99 latencies reach 3-4 s from queueing
+alone, and a tighter limit would turn that queueing into refusals.
+"""
+
+EXPORT_POOL_TIMEOUT_SECONDS = 1.0
+"""An export waits this long for a connection of the export pool before it is answered 503."""
+
+
+def create_engine(
+    database_url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int = 10,
+    pool_timeout: float = POOL_TIMEOUT_SECONDS,
+    application_name: str = "aitrace",
+) -> AsyncEngine:
     """Create the engine for `database_url`.
 
     Every pooled connection is pinged when it is handed out (see `_ping_on_checkout`), so that
     after a database restart no broken connection reaches a request; the connect timeout keeps
-    an outage from hanging requests.
+    an outage from hanging requests. A pool that stays exhausted for `pool_timeout` seconds
+    raises `sqlalchemy.exc.TimeoutError`, which the error handlers answer with 503.
     """
     engine = create_async_engine(
         database_url,
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_recycle=1800,
-        pool_timeout=10,
+        pool_timeout=pool_timeout,
         connect_args={
             "timeout": CONNECT_TIMEOUT_SECONDS,
-            "server_settings": {"application_name": "aitrace", "timezone": "UTC"},
+            "server_settings": {"application_name": application_name, "timezone": "UTC"},
         },
     )
     event.listen(engine.sync_engine.pool, "connect", _mark_fresh)
     event.listen(engine.sync_engine.pool, "checkout", _ping_on_checkout)
     return engine
+
+
+def create_export_engine(database_url: str, *, pool_size: int) -> AsyncEngine:
+    """Create the engine whose connections run export `COPY`s, and nothing else.
+
+    A streamed export holds its connection for as long as its client reads, so exports get a
+    small pool of their own (no overflow): slow downloads can exhaust it, but never the pool
+    that ordinary requests use. An exhausted export pool fails fast, after
+    `EXPORT_POOL_TIMEOUT_SECONDS`.
+    """
+    return create_engine(
+        database_url,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=EXPORT_POOL_TIMEOUT_SECONDS,
+        application_name="aitrace-export",
+    )
 
 
 def _mark_fresh(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:

@@ -1,11 +1,19 @@
 """Streamed CSV and JSONL export of a dataset's rows.
 
-The rows are streamed with `COPY (SELECT ...) TO STDOUT` on a connection of the export's own
-(the request's session is finished by the time the body streams): PostgreSQL formats every
-value in C (CSV quoting, booleans as true/false, JSON objects), asyncpg hands over one socket
-read at a time, and a small bounded queue passes those chunks to the response, so memory stays
-flat whatever the dataset's size and the server does almost no per-row Python work. COPY reads
-the query's result as a stream, like a server-side cursor, without materialising it.
+The rows are streamed with `COPY (SELECT ...) TO STDOUT` on a connection leased from the export
+pool (see `export_slots`; the request's session is closed before the body streams): PostgreSQL
+formats every value in C (CSV quoting, booleans as true/false, JSON objects), asyncpg hands
+over one socket read at a time, and a small bounded queue passes those chunks to the response,
+so memory stays flat whatever the dataset's size and the server does almost no per-row Python
+work. COPY reads the query's result as a stream, like a server-side cursor, without
+materialising it.
+
+CSV cells can be made formula-safe (OWASP's CSV injection guidance): a text cell starting with
+`=`, `+`, `-`, `@`, tab or carriage return gets a leading `'`, so that a spreadsheet shows it
+as text instead of evaluating it. The prefix is added in the SELECT, so COPY keeps its speed.
+Only text cells get it (the image URL, text and enum fields, the email, and the header's field
+names): numbers, booleans, statuses and timestamps are never formulas, and a negative number
+such as `-5` must stay a number in training data.
 """
 
 from __future__ import annotations
@@ -16,24 +24,29 @@ import io
 import json
 import re
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing, suppress
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import asyncpg
-from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.models.row import ExportFormat
 from app.models.schema import SchemaField
 from app.services import dataset_service, schema_service
+from app.services.export_slots import ExportLease
 
 QUEUE_CHUNKS = 8
 """Chunks (one socket read each) buffered between PostgreSQL and the client."""
 
 MEDIA_TYPES: dict[str, str] = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
+
+FORMULA_TRIGGERS = "=+-@\t\r"
+"""First characters that make a spreadsheet read a cell as a formula (OWASP)."""
+
+TEXT_FIELD_TYPES = frozenset({"text", "enum"})
+"""Field types whose values are text, and so may need the formula prefix."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +68,7 @@ class ExportPlan:
     fields: Sequence[SchemaField]
     only_reviewed: bool
     format: ExportFormat
+    formula_safe: bool = True
 
     @property
     def filename(self) -> str:
@@ -68,6 +82,7 @@ async def plan_export(
     dataset_id: uuid.UUID,
     only_reviewed: bool,
     fmt: ExportFormat,
+    formula_safe: bool = True,
 ) -> ExportPlan:
     """Check access and read what the export needs, before the body starts streaming.
 
@@ -76,7 +91,7 @@ async def plan_export(
     """
     dataset = await dataset_service.get_dataset(session, team_id=team_id, dataset_id=dataset_id)
     fields = await schema_service.get_fields(session, schema_id=dataset.schema_id)
-    return ExportPlan(dataset.id, dataset.name, fields, only_reviewed, fmt)
+    return ExportPlan(dataset.id, dataset.name, fields, only_reviewed, fmt, formula_safe)
 
 
 def content_disposition(filename: str) -> str:
@@ -89,6 +104,24 @@ def content_disposition(filename: str) -> str:
     safe_stem = re.sub(r"[^A-Za-z0-9 ._()-]+", "_", stem).strip(" ._") or "export"
     encoded = quote(filename, safe="")
     return f"attachment; filename=\"{safe_stem}.{extension}\"; filename*=UTF-8''{encoded}"
+
+
+def formula_safe_text(value: str) -> str:
+    """`value` with a `'` in front when it starts with a formula trigger."""
+    return f"'{value}" if value[:1] and value[0] in FORMULA_TRIGGERS else value
+
+
+def _formula_safe_sql(expression: str) -> str:
+    """The SQL text `expression` with a `'` in front when it starts with a formula trigger.
+
+    `ascii()` gives the first character's code point, so the test is a few integer
+    comparisons per cell; NULL stays NULL (an unset cell stays empty).
+    """
+    codes = ", ".join(str(ord(char)) for char in sorted(FORMULA_TRIGGERS))
+    return (
+        f"CASE WHEN ascii({expression}) IN ({codes}) "
+        f"THEN '''' || {expression} ELSE {expression} END"
+    )
 
 
 def _select(plan: ExportPlan, columns: str) -> str:
@@ -108,11 +141,31 @@ def _timestamp(column: str) -> str:
 
 
 def _csv_copy(plan: ExportPlan) -> CopySpec:
-    """CSV rows (no header): each field as text via `data ->> field id`, booleans as true/false."""
-    fields = "".join(f"r.data ->> ${index + 2}, " for index in range(len(plan.fields)))
-    columns = (
-        f"r.image_url, {fields}r.status, {_timestamp('r.created_at')}, "
-        f"{_timestamp('r.updated_at')}, u.email"
+    """CSV rows (no header): each field as text via `data ->> field id`, booleans as true/false.
+
+    With `formula_safe`, text cells go through `_formula_safe_sql`.
+    """
+
+    def text(expression: str) -> str:
+        return _formula_safe_sql(expression) if plan.formula_safe else expression
+
+    values = [
+        (
+            text(f"(r.data ->> ${index + 2})")
+            if item.type in TEXT_FIELD_TYPES
+            else f"r.data ->> ${index + 2}"
+        )
+        for index, item in enumerate(plan.fields)
+    ]
+    columns = ", ".join(
+        [
+            text("r.image_url"),
+            *values,
+            "r.status",
+            _timestamp("r.created_at"),
+            _timestamp("r.updated_at"),
+            text("u.email"),
+        ]
     )
     return CopySpec(_select(plan, columns), [plan.dataset_id, *(str(f.id) for f in plan.fields)])
 
@@ -144,66 +197,69 @@ def _jsonl_copy(plan: ExportPlan) -> CopySpec:
 def _csv_header(plan: ExportPlan) -> bytes:
     buffer = io.StringIO()
     names = [item.name for item in plan.fields]
+    if plan.formula_safe:
+        names = [formula_safe_text(name) for name in names]
     csv.writer(buffer, lineterminator="\n").writerow(
         ["image_url", *names, "status", "created_at", "updated_at", "updated_by"]
     )
     return buffer.getvalue().encode("utf-8")
 
 
-async def _copy_out(engine: AsyncEngine, spec: CopySpec) -> AsyncGenerator[bytes, None]:
+async def _copy_out(lease: ExportLease, spec: CopySpec) -> AsyncGenerator[bytes, None]:
     """Stream `COPY ... TO STDOUT` output through a bounded queue, chunk by chunk.
 
     asyncpg pushes chunks to a callback and stops reading the socket while the callback waits,
     so a slow client slows PostgreSQL down instead of filling memory. When the consumer stops
-    early (the client went away), the copy is cancelled and its connection is discarded rather
-    than returned to the pool mid-COPY.
+    early (the client went away or stalled), the copy is cancelled and the lease stays
+    incomplete, so that its connection is discarded rather than returned to the pool mid-COPY.
     """
     chunks: asyncio.Queue[bytes | bytearray | BaseException | None] = asyncio.Queue(
         maxsize=QUEUE_CHUNKS
     )
-    async with engine.connect() as conn:
-        raw = await conn.get_raw_connection()
-        driver: asyncpg.Connection = raw.driver_connection  # type: ignore[assignment]
 
-        async def produce() -> None:
-            try:
-                await driver.copy_from_query(
-                    spec.select,
-                    *spec.args,
-                    output=chunks.put,
-                    format="csv",
-                    delimiter=spec.delimiter,
-                    quote=spec.quote,
-                )
-            except Exception as error:
-                await chunks.put(error)
-            else:
-                await chunks.put(None)
-
-        producer = asyncio.create_task(produce())
+    async def produce() -> None:
         try:
-            while (chunk := await chunks.get()) is not None:
-                if isinstance(chunk, BaseException):
-                    raise chunk
-                yield bytes(chunk)
-            await producer
-        finally:
-            if not producer.done():
-                producer.cancel()
-                with suppress(asyncio.CancelledError):
-                    await producer
-                await conn.invalidate()
+            await lease.driver.copy_from_query(
+                spec.select,
+                *spec.args,
+                output=chunks.put,
+                format="csv",
+                delimiter=spec.delimiter,
+                quote=spec.quote,
+            )
+        except Exception as error:
+            await chunks.put(error)
+        else:
+            await chunks.put(None)
+
+    producer = asyncio.create_task(produce())
+    try:
+        while (chunk := await chunks.get()) is not None:
+            if isinstance(chunk, BaseException):
+                raise chunk
+            yield bytes(chunk)
+        await producer
+        lease.complete = True
+    finally:
+        if not producer.done():
+            producer.cancel()
+            with suppress(asyncio.CancelledError):
+                await producer
 
 
-async def _csv_chunks(engine: AsyncEngine, plan: ExportPlan) -> AsyncIterator[bytes]:
+async def _csv_chunks(lease: ExportLease, plan: ExportPlan) -> AsyncGenerator[bytes, None]:
     yield _csv_header(plan)
-    async with aclosing(_copy_out(engine, _csv_copy(plan))) as chunks:
+    async with aclosing(_copy_out(lease, _csv_copy(plan))) as chunks:
         async for chunk in chunks:
             yield chunk
 
 
-def stream_export(engine: AsyncEngine, plan: ExportPlan) -> AsyncIterator[bytes]:
-    """The export body, chunk by chunk (CSV with a header row, or one JSON object per line)."""
+def stream_export(lease: ExportLease, plan: ExportPlan) -> AsyncGenerator[bytes, None]:
+    """The export body, chunk by chunk (CSV with a header row, or one JSON object per line).
+
+    The COPY runs on the lease's connection; whoever consumes the generator closes it and then
+    releases the lease.
+    """
     if plan.format == "jsonl":
-        return _copy_out(engine, _jsonl_copy(plan))
-    return _csv_chunks(engine, plan)
+        return _copy_out(lease, _jsonl_copy(plan))
+    return _csv_chunks(lease, plan)

@@ -4,7 +4,6 @@ Run it with `uv run python -m bench` (see `bench.options` for the flags). It sta
 service with a fresh embedded database, drives it over HTTP, prints a summary with PASS/MISS per
 target and writes the same summary to `bench/out/results.json`.
 
-Two more commands reuse its pieces (see `bench/README.md`): `uv run python -m bench.load`, a timed
-load run against two workers (`bench/out/load.json`), and `uv run python -m bench.faults`, a
-database restart under load and an interrupted import (`bench/out/faults.json`).
+`uv run python -m bench.load` runs the locust users of `bench/locustfile.py` against two workers
+(see `bench/README.md`); the fault runs are the `slow` tests `tests/test_faults_*.py`.
 """

@@ -10,6 +10,7 @@ import httpx
 
 API = "/api/v1"
 PASSWORD = "bench-password-123"
+TEMP_PASSWORD = "temporary-password-1"
 TIMEOUT = httpx.Timeout(30.0, read=600.0)
 
 
@@ -92,6 +93,17 @@ class Api:
         body = {"name": name, "schema_id": schema_id}
         dataset: dict[str, Any] = expect(self.client.post(f"{API}/datasets", json=body), 201)
         return dataset
+
+    def create_member(self, email: str) -> None:
+        """Create a `user` with a temporary password and do its first-login reset to `PASSWORD`."""
+        body = {"email": email, "role": "user", "password": TEMP_PASSWORD}
+        expect(self.post_json("/users", body), 201)
+        with httpx.Client(base_url=self.client.base_url, timeout=TIMEOUT) as client:
+            form = {"username": email, "password": TEMP_PASSWORD}
+            token = expect(client.post(f"{API}/auth/token", data=form))["access_token"]
+            reset = {"new_password": PASSWORD}
+            headers = {"Authorization": f"Bearer {token}"}
+            expect(client.post(f"{API}/auth/reset-password", json=reset, headers=headers))
 
     def get(self, path: str) -> httpx.Response:
         """GET `path` (relative to `/api/v1`)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import operator
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bench.options import Options
@@ -157,13 +157,7 @@ def to_json(results: Results) -> dict[str, Any]:
     """The summary as plain JSON data."""
     options = results.options
     return {
-        "options": {
-            "import_rows": options.import_rows,
-            "export_rows": options.export_rows,
-            "requests": options.requests,
-            "warmup": options.warmup,
-            "datasets": options.datasets,
-        },
+        "options": asdict(options) | {"output_dir": str(options.output_dir)},
         "host": {"cpus": os.cpu_count(), "load_average_1min": results.load_average},
         "setup_seconds": results.setup_seconds,
         "import": _import_json(results.imports),
@@ -177,31 +171,11 @@ def to_json(results: Results) -> dict[str, Any]:
 def _import_json(result: ImportResult | None) -> dict[str, Any] | None:
     if result is None:
         return None
-    return {
-        "rows": result.rows,
-        "imported": result.imported,
-        "skipped_duplicates": result.skipped_duplicates,
-        "skipped_invalid": result.skipped_invalid,
-        "seconds": result.seconds,
-        "rows_per_second": result.rows_per_second,
-        "first_errors": result.errors,
-        "failure": result.failure,
-    }
+    return asdict(result) | {"rows_per_second": result.rows_per_second}
 
 
 def _export_json(result: ExportResult) -> dict[str, Any]:
-    return {
-        "format": result.format,
-        "rows": result.rows,
-        "lines": result.lines,
-        "expected_lines": result.expected_lines,
-        "bytes": result.bytes,
-        "seconds": result.seconds,
-        "rows_per_second": result.rows_per_second,
-        "rss_baseline_mib": result.rss_baseline_mib,
-        "rss_growth_mib": result.rss_growth_mib,
-        "failure": result.failure,
-    }
+    return asdict(result) | {"rows_per_second": result.rows_per_second}
 
 
 def _latency_json(result: LatencyResult) -> dict[str, Any]:

@@ -3,33 +3,61 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
+from typing import Any, TypeVar
 
-from bench.api import Admin, Api, field_ids
-from bench.command import run_or_exit, write_results
-from bench.images import FastImageServer, distinct_images
+import httpx
+
+from bench.api import Admin, Api, ApiError, field_ids
+from bench.images import start_images
 from bench.options import Options, parse_options
 from bench.report import Results, print_summary, to_json
 from bench.scenarios import latency_probes, measure_latency, run_export, run_import
 from bench.seed import insert_rows
-from bench.service import Service
+from tests.aitrace_process import AitraceProcess, aitrace_process
 
 EXPORT_FORMATS = ("csv", "jsonl")
+SETUP_ERRORS = (AssertionError, ApiError, httpx.HTTPError, OSError, subprocess.SubprocessError)
+"""Failures that mean the run could not complete (exit code 2); the server's start fails with
+`AssertionError`."""
+T = TypeVar("T")
+
+
+def run_or_exit(name: str, run: Callable[[], T]) -> T:
+    """Run a measurement; exit 130 on Ctrl-C and 2 when the service or setup fails."""
+    try:
+        return run()
+    except KeyboardInterrupt:
+        print(f"\n{name}: interrupted; service stopped", file=sys.stderr)
+        sys.exit(130)
+    except SETUP_ERRORS as error:
+        print(f"{name}: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def write_results(payload: Any, path: Path) -> None:
+    """Write `payload` as indented JSON to `path`, creating its folder, and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"\nresults written to {path}")
 
 
 @dataclass(frozen=True)
 class Context:
     """What every measurement needs: the running service, a client, the admin and the schema."""
 
-    service: Service
+    service: AitraceProcess
     api: Api
     admin: Admin
     schema_id: str
@@ -49,21 +77,15 @@ def step(title: str, timings: dict[str, float] | None = None) -> Iterator[None]:
     print(f"   done in {elapsed:.2f} s", flush=True)
 
 
-def _start_images(stack: ExitStack, count: int) -> tuple[FastImageServer, list[str]]:
-    """Start the image server with `count` distinct images; it stops when `stack` closes."""
-    images = distinct_images(count, run_tag=uuid.uuid4().hex)
-    server = FastImageServer(images)
-    server.start()
-    stack.callback(server.stop)
-    return server, list(images)
-
-
 def _measure_import(context: Context, stack: ExitStack) -> None:
     """Import a CSV of distinct loopback images into a new dataset."""
     dataset = context.api.create_dataset("Bench import", context.schema_id)
-    images, paths = _start_images(stack, context.results.options.import_rows)
-    with step(f"import {len(paths):,} rows as CSV"):
-        outcome = run_import(context.api, dataset["id"], context.fields, images, paths)
+    images = start_images()
+    stack.callback(images.stop)
+    run = uuid.uuid4().hex
+    urls = images.image_urls([f"{run}-{i}" for i in range(context.results.options.import_rows)])
+    with step(f"import {len(urls):,} rows as CSV"):
+        outcome = run_import(context.api, dataset["id"], context.fields, urls)
     context.results.imports = outcome
     print(f"   {outcome.failure or f'{outcome.imported:,} imported'}", flush=True)
 
@@ -74,7 +96,7 @@ def _seed_export_dataset(context: Context) -> str:
     dataset_id: str = context.api.create_dataset("Bench export", context.schema_id)["id"]
     with step(f"insert {rows:,} rows in SQL and ANALYZE", context.results.setup_seconds):
         insert_rows(
-            context.service.socket_dir(), dataset_id, context.fields, context.admin.user_id, rows
+            context.service.socket_dir, dataset_id, context.fields, context.admin.user_id, rows
         )
     return dataset_id
 
@@ -110,7 +132,8 @@ def _prepare(stack: ExitStack, results: Results) -> Context:
     """Start the service, set the instance up and create the benchmark schema."""
     log_path = results.options.output_dir / "server.log"
     with step("start aitrace (embedded PostgreSQL)", results.setup_seconds):
-        service = stack.enter_context(Service(log_path))
+        log_path.unlink(missing_ok=True)
+        service = stack.enter_context(aitrace_process(log_path=log_path))
     api = Api(service.base_url)
     stack.callback(api.close)
     admin = api.setup_admin()

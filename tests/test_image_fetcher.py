@@ -3,11 +3,15 @@
 Every test runs against the production session (`create_http_client`). Downloads that should
 succeed go to `ImageServer` on 127.0.0.1 with `allow_private=True`. SSRF tests run with
 `allow_private=False` and assert that nothing was contacted: the servers' request logs stay
-empty, and the autouse `connections` fixture records every socket connection an event loop
-opens and refuses any address outside loopback (failing the test), so no traffic ever leaves
-the machine. Tests that need an address the rule accepts let 127.0.0.1, and only it, pass for
-public (`public_127_0_0_1`); a second server on 127.0.0.2 then plays the internal host that
-must never be reached.
+empty, and the autouse `connections` fixture (from `tests.image_fetch_support`) records every
+socket connection an event loop opens and refuses any address outside loopback (failing the
+test), so no traffic ever leaves the machine. Tests that need an address the rule accepts let
+127.0.0.1, and only it, pass for public (`public_127_0_0_1`); a second server on 127.0.0.2 then
+plays the internal host that must never be reached.
+
+The URL policy, the pinned connector and image sniffing have their own unit tests
+(`test_url_policy.py`, `test_pinned_connector.py`, `test_sniffing.py`); the tests here check
+them end to end, through `ImageFetcher.fetch`.
 """
 
 from __future__ import annotations
@@ -18,31 +22,29 @@ import hashlib
 import ipaddress
 import logging
 import shutil
-import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
 from app.common.exceptions import PayloadTooLargeException, ValidationException
-from app.services import image_fetcher
-from app.services.image_fetcher import (
-    MAX_URL_LENGTH,
-    FetchedImage,
-    ImageFetcher,
-    IPAddress,
-    PinnedResolver,
-    Resolver,
-    check_url,
-    create_http_client,
-    is_public_address,
-    normalize_url,
-    pinned_addresses,
-    sniff_image_type,
+from app.services.image_fetch import fetcher as fetcher_module
+from app.services.image_fetch.fetcher import FetchedImage, ImageFetcher
+from app.services.image_fetch.pinned_connector import USER_AGENT, Resolver, create_http_client
+from app.services.image_fetch.url_policy import MAX_URL_LENGTH, IPAddress
+from tests.image_fetch_support import (
+    LOOPBACK,
+    NON_PUBLIC_ADDRESSES,
+    NOT_VALID,
+    PUBLIC_IP,
+    Connections,
+    connections,
+    http_client,
+    image_server,
+    serve,
 )
 from tests.image_server import (
     ImageServer,
@@ -59,16 +61,11 @@ from tests.image_server import (
     webp_bytes,
 )
 
-PUBLIC_IP = "93.184.216.34"
 MAX_BYTES = 1024 * 1024
 NOT_PUBLIC = (
     "image_url: host is not a public address"
     " (set ALLOW_PRIVATE_IMAGE_URLS=true to allow private networks)"
 )
-NOT_VALID = "image_url: not a valid URL"
-LOOPBACK = ipaddress.ip_address("127.0.0.1")
-
-Connections = list[tuple[str, int]]
 
 
 class StubResolver:
@@ -92,59 +89,16 @@ class StubResolver:
         return [ipaddress.ip_address(address) for address in answer]
 
 
-@pytest.fixture(autouse=True)
-def connections(monkeypatch: pytest.MonkeyPatch) -> Iterator[Connections]:
-    """Every (address, port) an event loop connects a socket to during the test.
-
-    Connections outside loopback are refused before any packet is sent, and fail the test.
-    """
-    attempts: Connections = []
-    blocked: Connections = []
-    original = asyncio.SelectorEventLoop.sock_connect
-
-    async def loopback_only(
-        loop: asyncio.SelectorEventLoop, sock: socket.socket, address: Any
-    ) -> None:
-        host, port = str(address[0]), int(address[1])
-        if not ipaddress.ip_address(host).is_loopback:
-            blocked.append((host, port))
-            raise ConnectionRefusedError(f"test guard: {host} is not a loopback address")
-        attempts.append((host, port))
-        await original(loop, sock, address)
-
-    monkeypatch.setattr(asyncio.SelectorEventLoop, "sock_connect", loopback_only)
-    yield attempts
-    assert blocked == [], f"the fetcher tried to leave the machine: {blocked}"
-
-
 @pytest.fixture
 def public_127_0_0_1(monkeypatch: pytest.MonkeyPatch) -> None:
     """Let 127.0.0.1, and no other address, pass the address rule, as a public host would."""
-    monkeypatch.setattr(image_fetcher, "is_public_address", lambda address: address == LOOPBACK)
-
-
-def _serve(server: ImageServer) -> Iterator[ImageServer]:
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def image_server() -> Iterator[ImageServer]:
-    yield from _serve(ImageServer())
+    monkeypatch.setattr(fetcher_module, "is_public_address", lambda address: address == LOOPBACK)
 
 
 @pytest.fixture
 def internal_server() -> Iterator[ImageServer]:
     """A second loopback server, on 127.0.0.2: the internal host in redirect tests."""
-    yield from _serve(ImageServer(host="127.0.0.2"))
-
-
-@pytest.fixture
-async def http_client() -> AsyncIterator[aiohttp.ClientSession]:
-    client = create_http_client()
-    yield client
-    await client.close()
+    yield from serve(ImageServer(host="127.0.0.2"))
 
 
 def make_fetcher(
@@ -192,7 +146,7 @@ async def test_fetch_png_returns_md5_size_and_url(
     headers = image_server.received[0].headers
     assert headers["host"] == f"127.0.0.1:{image_server.port}"
     assert headers["accept-encoding"] == "identity"
-    assert headers["user-agent"] == image_fetcher.USER_AGENT
+    assert headers["user-agent"] == USER_AGENT
 
 
 @pytest.mark.parametrize(
@@ -538,44 +492,6 @@ async def test_fetch_requests_and_returns_the_normalized_url(
     assert image_server.requests == [expected_path]
 
 
-@pytest.mark.parametrize(
-    ("given", "normalized"),
-    [
-        (
-            ' http://127.0.0.1:8000/x.png?a="><svg onload=alert(1)>#frag ',
-            "http://127.0.0.1:8000/x.png?a=%22%3E%3Csvg+onload=alert(1)%3E",
-        ),
-        ("HTTP://Images.Example.COM:80/a b.png#top", "http://images.example.com/a%20b.png"),
-        ("https://images.test:443/x", "https://images.test/x"),
-        ("https://images.test:8443/x", "https://images.test:8443/x"),
-        ("https://Bücher.test/ä.png?ü=1", "https://xn--bcher-kva.test/%C3%A4.png?%C3%BC=1"),
-        ("http://[::FFFF:127.0.0.1]/x", "http://[::ffff:7f00:1]/x"),
-        ("http://images.test/a/../b/./c.png", "http://images.test/b/c.png"),
-        ("http://images.test/p?a=%26&b=%3D&c=%2B&d=%23&e=a+b", None),
-        ("http://images.test/p?sig=abc%2Fdef&x=1&x=2", "http://images.test/p?sig=abc/def&x=1&x=2"),
-        ("http://images.test/p?100%&bad=%zz", "http://images.test/p?100%25&bad=%25zz"),
-        ("http://images.test", None),
-    ],
-)
-def test_normalize_url(given: str, normalized: str | None) -> None:
-    """Canonical and idempotent; the query's separators and `+` keep their meaning."""
-    expected = given if normalized is None else normalized
-
-    assert normalize_url(given) == expected
-    assert normalize_url(expected) == expected
-
-
-@pytest.mark.parametrize(
-    "url",
-    ["http://ima ges.test/", 'http://ima"ges.test/', "http://ima<ges.test/", "http://a%41.test/"],
-)
-def test_normalize_url_refuses_hosts_with_characters_no_host_name_has(url: str) -> None:
-    with pytest.raises(ValidationException) as caught:
-        normalize_url(url)
-
-    assert caught.value.message == NOT_VALID
-
-
 async def test_fetch_url_over_2048_characters_once_encoded_refused(
     http_client: aiohttp.ClientSession, connections: Connections
 ) -> None:
@@ -755,58 +671,6 @@ async def test_fetch_loopback_allowed_spelling_is_really_served(
     assert image_server.requests == ["/x"] * 3
 
 
-NON_PUBLIC_ADDRESSES = [
-    "10.0.0.1",
-    "10.255.255.255",
-    "172.16.0.1",
-    "172.31.255.254",
-    "192.168.1.1",
-    "169.254.169.254",
-    "169.254.0.1",
-    "100.64.0.1",
-    "100.127.255.254",
-    "192.0.0.1",
-    "192.0.2.1",
-    "198.18.0.1",
-    "198.19.255.254",
-    "198.51.100.1",
-    "203.0.113.1",
-    "192.88.99.1",
-    "224.0.0.1",
-    "239.255.255.250",
-    "240.0.0.1",
-    "255.255.255.255",
-    "0.0.0.0",
-    "0.1.2.3",
-    "127.0.0.1",
-    "::",
-    "::1",
-    "fe80::1",
-    "fc00::1",
-    "fd00:ec2::254",
-    "fec0::1",
-    "ff02::1",
-    "ff0e::1",
-    "100::1",
-    "2001:db8::1",
-    "2001::1",
-    "2001:2::1",
-    "3fff::1",
-    "5f00::1",
-    "::ffff:10.0.0.1",
-    "::ffff:169.254.169.254",
-    "::ffff:0:a9fe:a9fe",
-    "::a9fe:a9fe",
-    "::8.8.8.8",
-    "64:ff9b::a9fe:a9fe",
-    "64:ff9b::10.0.0.1",
-    "64:ff9b:1::a00:1",
-    "2002:a9fe:a9fe::1",
-    "2002:c0a8:101::1",
-    "2002:a00:1::",
-]
-
-
 def _literal(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
@@ -928,45 +792,6 @@ async def test_fetch_concurrent_fetches_each_connect_to_their_own_pinned_address
     assert [image.md5 for image in images] == expected
 
 
-async def test_pinned_resolver_answers_only_the_pinned_host_and_port() -> None:
-    resolver = PinnedResolver()
-    addresses = [LOOPBACK, ipaddress.ip_address("::1")]
-
-    with pytest.raises(OSError):
-        await resolver.resolve("images.test", 80, socket.AF_UNSPEC)
-    with pinned_addresses("images.test", 80, addresses):
-        answers = await resolver.resolve("images.test", 80, socket.AF_UNSPEC)
-        ipv6_only = await resolver.resolve("images.test", 80, socket.AF_INET6)
-        for host, port in [("other.test", 80), ("images.test", 443), ("127.0.0.1", 80)]:
-            with pytest.raises(OSError):
-                await resolver.resolve(host, port, socket.AF_UNSPEC)
-    with pytest.raises(OSError):
-        await resolver.resolve("images.test", 80, socket.AF_UNSPEC)
-
-    assert [(a["host"], a["port"], a["family"]) for a in answers] == [
-        ("127.0.0.1", 80, socket.AF_INET),
-        ("::1", 80, socket.AF_INET6),
-    ]
-    assert [a["host"] for a in ipv6_only] == ["::1"]
-
-
-async def test_session_never_resolves_a_name_itself(
-    image_server: ImageServer, http_client: aiohttp.ClientSession, connections: Connections
-) -> None:
-    """Outside a fetch, or for another name than the pinned one, the session cannot connect."""
-    image_server.add_image("/a.png", png_bytes())
-    url = image_server.url("/a.png", host="localhost")
-
-    with pytest.raises(aiohttp.ClientConnectorError):
-        await http_client.get(url)
-    with pinned_addresses("images.test", image_server.port, [LOOPBACK]):
-        with pytest.raises(aiohttp.ClientConnectorError):
-            await http_client.get(url)
-
-    assert connections == []
-    assert image_server.requests == []
-
-
 # --- SSRF: every redirect hop is checked -------------------------------------------------------
 
 
@@ -1067,76 +892,6 @@ async def test_fetch_public_redirect_chain_across_schemes(
     assert tls_server.received[0].headers["host"] == f"cdn.test:{tls_server.port}"
 
 
-# --- the address rule and URL checks on their own ----------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "address",
-    [
-        PUBLIC_IP,
-        "8.8.8.8",
-        "1.1.1.1",
-        "2606:4700:4700::1111",
-        "2a00:1450:4001:82b::200e",
-        "::ffff:8.8.8.8",
-        "64:ff9b::808:808",
-        "2002:808:808::1",
-    ],
-)
-def test_is_public_address_public(address: str) -> None:
-    assert is_public_address(ipaddress.ip_address(address))
-
-
-@pytest.mark.parametrize("address", NON_PUBLIC_ADDRESSES + ["fe80::1%eth0"])
-def test_is_public_address_not_public(address: str) -> None:
-    assert not is_public_address(ipaddress.ip_address(address))
-
-
-def test_check_url_returns_scheme_host_and_default_port() -> None:
-    checked = check_url("HTTPS://Images.Example.COM/a.png")
-    assert (checked.scheme, checked.host, checked.port) == ("https", "images.example.com", 443)
-    assert str(checked.url) == "https://images.example.com/a.png"
-    assert check_url("http://[::1]:8080/").host == "::1"
-    assert check_url("http://bücher.test/").host == "xn--bcher-kva.test"
-
-
-@pytest.mark.parametrize(
-    ("url", "message"),
-    [
-        ("http:///a.png", "image_url: URL has no host"),
-        ("http://images.test:0/", "image_url: URL has an invalid port"),
-        ("http://images.test:99999/", NOT_VALID),
-        ("http://[::1/", NOT_VALID),
-        ("http://images.test../", NOT_VALID),
-    ],
-)
-def test_check_url_refuses_malformed_urls(url: str, message: str) -> None:
-    with pytest.raises(ValidationException) as caught:
-        check_url(url)
-
-    assert caught.value.message == message
-
-
-@pytest.mark.parametrize(
-    ("head", "kind"),
-    [
-        (png_bytes(), "png"),
-        (jpeg_bytes(), "jpeg"),
-        (b"GIF87a" + b"\x00" * 10, "gif"),
-        (tiff_bytes(), "tiff"),
-        (b"II+\x00\x08\x00\x00\x00", "tiff"),
-        (avif_bytes(), "avif"),
-        (heic_bytes(), "heic"),
-        (iso_bmff_bytes(b"mif1", (b"avif",)), "avif"),
-        (b"\xff\xd8", None),
-        (b"", None),
-        (b"BM", None),
-    ],
-)
-def test_sniff_image_type(head: bytes, kind: str | None) -> None:
-    assert sniff_image_type(head) == kind
-
-
 # --- HTTPS: SNI and certificate verification against the checked address -----------------------
 
 
@@ -1211,7 +966,7 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def tls_server(tls_files: dict[str, Path]) -> Iterator[ImageServer]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(tls_files["cert"], tls_files["key"])
-    yield from _serve(ImageServer(ssl_context=context))
+    yield from serve(ImageServer(ssl_context=context))
 
 
 @pytest.fixture

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,26 +15,30 @@ import asyncpg
 import httpx
 import psutil
 import pytest
+from sqlalchemy.engine import make_url
 
-AITRACE = str(Path(sys.executable).with_name("aitrace"))
-START_TIMEOUT = 60.0
+from tests.server_process import (
+    AITRACE,
+    ServerProcess,
+    clean_env,
+    free_port,
+    started_server,
+    wait_ready,
+)
+
+SECRET_KEY = "cli-test-secret-key-that-is-long-enough-0123"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _clean_env(**overrides: str) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"DATABASE_URL", "SECRET_KEY", "ENV", "DATA_DIR", "TEST_DATABASE_URL"}
-    }
-    env.update(overrides)
-    return env
+@contextmanager
+def running_server(data_dir: Path) -> Iterator[tuple[ServerProcess, int]]:
+    """Start `aitrace serve` on a free port with its own DATA_DIR; stop it with SIGTERM on exit."""
+    port = free_port()
+    server = ServerProcess(["serve", "--port", str(port)], clean_env(DATA_DIR=str(data_dir)))
+    try:
+        wait_ready(port, server)
+        yield server, port
+    finally:
+        server.stop()
 
 
 def _postgres_processes(pgdata: Path) -> list[psutil.Process]:
@@ -48,47 +49,6 @@ def _postgres_processes(pgdata: Path) -> list[psutil.Process]:
         if process.info["name"] == "postgres" and str(pgdata) in " ".join(cmdline):
             found.append(process)
     return found
-
-
-def _wait_ready(port: int, process: subprocess.Popen[str]) -> httpx.Response:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(
-                f"server exited early:\n{process.stderr.read() if process.stderr else ''}"
-            )
-        try:
-            response = httpx.get(f"http://127.0.0.1:{port}/api/v1/health/ready", timeout=2)
-            if response.status_code == 200:
-                return response
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("server did not become ready")
-
-
-@contextmanager
-def running_server(data_dir: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    """Start `aitrace serve` on a free port; stop it with SIGTERM on exit."""
-    port = _free_port()
-    process = subprocess.Popen(
-        [AITRACE, "serve", "--port", str(port)],
-        env=_clean_env(DATA_DIR=str(data_dir)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        _wait_ready(port, process)
-        yield process, port
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def _socket_dir(data_dir: Path) -> str:
@@ -109,7 +69,7 @@ async def _query(data_dir: Path, sql: str, *args: object) -> object:
 def test_serve_answers_ready_and_keeps_data_across_restart(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     team_id = uuid.uuid4()
-    with running_server(data_dir) as (process, port):
+    with running_server(data_dir) as (server, port):
         docs = httpx.get(f"http://127.0.0.1:{port}/api/docs")
         assert docs.status_code == 200
         asyncio.run(
@@ -121,7 +81,7 @@ def test_serve_answers_ready_and_keeps_data_across_restart(tmp_path: Path) -> No
         )
     assert (data_dir / "secret_key").stat().st_mode & 0o077 == 0
     first_key = (data_dir / "secret_key").read_text()
-    with running_server(data_dir) as (process, port):
+    with running_server(data_dir) as (server, port):
         name = asyncio.run(_query(data_dir, "SELECT name FROM teams WHERE id = $1", team_id))
         assert name == "kept"
     assert (data_dir / "secret_key").read_text() == first_key
@@ -130,13 +90,11 @@ def test_serve_answers_ready_and_keeps_data_across_restart(tmp_path: Path) -> No
 def test_serve_stops_embedded_database_on_sigterm(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     pgdata = (data_dir / "postgres").resolve()
-    with running_server(data_dir) as (process, port):
+    with running_server(data_dir) as (server, port):
         assert _postgres_processes(pgdata), "the embedded PostgreSQL should be running"
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
-        _, stderr = process.communicate()
-    assert "docs at http://127.0.0.1" in stderr
-    assert "Traceback" not in stderr
+        server.stop()
+    assert "docs at http://127.0.0.1" in server.stderr
+    assert "Traceback" not in server.stderr
     deadline = time.monotonic() + 10
     while _postgres_processes(pgdata) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -178,8 +136,8 @@ def test_bad_configuration_stops_with_one_line(
     tmp_path: Path, overrides: dict[str, str], variable: str
 ) -> None:
     result = subprocess.run(
-        [AITRACE, "serve", "--port", str(_free_port())],
-        env=_clean_env(DATA_DIR=str(tmp_path / "data"), **overrides),
+        [AITRACE, "serve", "--port", str(free_port())],
+        env=clean_env(DATA_DIR=str(tmp_path / "data"), **overrides),
         capture_output=True,
         text=True,
         timeout=60,
@@ -190,3 +148,90 @@ def test_bad_configuration_stops_with_one_line(
     assert variable in lines[0]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "data" / "postgres").exists()
+
+
+PASSWORD = "s3cret-Pa55word"
+
+
+def _with(url: str, *, username: str | None = None, database: str | None = None) -> str:
+    """`url` with the password `PASSWORD` and, when given, another user name or database."""
+    parsed = make_url(url).set(password=PASSWORD)
+    if username is not None:
+        parsed = parsed.set(username=username)
+    if database is not None:
+        parsed = parsed.set(database=database)
+    return parsed.render_as_string(hide_password=False)
+
+
+def _run_serve(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [AITRACE, "serve", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("url_of", "reason"),
+    [
+        (
+            lambda url: f"postgresql://aitrace:{PASSWORD}@127.0.0.1:{free_port()}/aitrace",
+            "connection refused",
+        ),
+        (lambda url: _with(url, database="no_such_database"), "does not exist"),
+        (
+            lambda url: _with(url, username="no_such_role"),
+            "authentication failed",
+        ),
+    ],
+    ids=["refused", "missing-database", "unknown-user"],
+)
+def test_unusable_database_url_stops_with_one_line(
+    tmp_path: Path, database_url: str, url_of: Callable[[str], str], reason: str
+) -> None:
+    result = _run_serve(
+        clean_env(DATA_DIR=str(tmp_path / "data"), DATABASE_URL=url_of(database_url)),
+        "--port",
+        str(free_port()),
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("aitrace: cannot connect to DATABASE_URL (postgresql+asyncpg://")
+    assert reason in lines[0]
+    assert ":***@" in lines[0]
+    assert PASSWORD not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_port_in_use_stops_with_one_line_and_no_banner(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _run_serve(clean_env(DATA_DIR=str(tmp_path / "data")), "--port", str(port))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"aitrace: cannot listen on 127.0.0.1:{port}: address already in use"]
+    assert not (tmp_path / "data" / "postgres").exists(), "nothing starts when the port is taken"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_banner_is_printed_once_when_the_port_accepts_connections(
+    tmp_path: Path, database_url: str, workers: int
+) -> None:
+    port = free_port()
+    env = clean_env(
+        DATA_DIR=str(tmp_path / "data"), DATABASE_URL=database_url, SECRET_KEY=SECRET_KEY
+    )
+    args = ["serve", "--port", str(port), "--workers", str(workers)]
+    with started_server(args, env) as server:
+        response = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=10)
+        assert response.status_code == 200
+    banners = [line for line in server.lines if line.startswith("AITrace API on")]
+    assert banners == [
+        f"AITrace API on http://127.0.0.1:{port} — docs at http://127.0.0.1:{port}/api/docs"
+    ]
+    assert "Traceback" not in server.stderr

@@ -85,15 +85,17 @@ async def test_import_json_form_converts_values_and_counts(
     assert await dataset_counts(client, catalog) == (4, 1)
 
 
+@pytest.mark.parametrize("operation", ["/import/file", "/import"])
 async def test_import_multipart_form_with_bom_and_quoted_newlines(
-    app: FastAPI, client: AsyncClient, catalog: Catalog, image_url: ImageUrl
+    app: FastAPI, client: AsyncClient, catalog: Catalog, image_url: ImageUrl, operation: str
 ) -> None:
+    """The file operation takes the form; the JSON operation still accepts it (web client)."""
     first, second = image_url(), image_url()
     content = "\ufeff" + _csv(
         [["url", "note"], [first, "two\r\nlines, and a comma"], [second, 'say "hi"']]
     )
     response = await client.post(
-        f"{catalog.rows_path}/import",
+        f"{catalog.rows_path}{operation}",
         files={"file": ("rows.csv", content.encode("utf-8"), "text/csv")},
         data={"column_mapping": json.dumps(_mapping(catalog, note="note"))},
         headers=catalog.member.headers,
@@ -103,6 +105,27 @@ async def test_import_multipart_form_with_bom_and_quoted_newlines(
     notes = await fetch_all(app, "SELECT image_url, data FROM dataset_rows")
     values = {row["image_url"]: row["data"][catalog.ids["note"]] for row in notes}
     assert values == {first: "two\r\nlines, and a comma", second: 'say "hi"'}
+
+
+@pytest.mark.parametrize("newline", ["\r\n", "\n", "\r"])
+async def test_import_json_form_line_numbers_with_any_line_ending(
+    app: FastAPI, client: AsyncClient, catalog: Catalog, image_url: ImageUrl, newline: str
+) -> None:
+    """Lines are cut from the JSON string as a file opened with `newline=""` would be."""
+    good = image_url()
+    lines = ["url,note,conf", f'{good},"two{newline}lines",', "", "http://x/a.png,,abc"]
+    content = "\ufeff" + newline.join(lines)
+    mapping = _mapping(catalog, note="note", confidence="conf")
+    response = await _import(client, catalog, content, mapping)
+    assert response.json() == {
+        "imported": 1,
+        "skipped_duplicates": 0,
+        "skipped_invalid": 1,
+        "errors": ["Row 5: Field 'confidence': must be a number"],
+    }
+    stored = await fetch_all(app, "SELECT image_url, data FROM dataset_rows")
+    expected = catalog.data(note=f"two{newline}lines", verified=False)
+    assert stored == [{"image_url": good, "data": expected}]
 
 
 async def test_import_mark_all_pending(
@@ -294,6 +317,27 @@ async def test_import_rejects_malformed_multipart_requests(
     assert_error(wrong_type, 400, "VALIDATION_ERROR")
 
 
+async def test_file_import_takes_only_the_multipart_form(
+    app: FastAPI, client: AsyncClient, catalog: Catalog, image_url: ImageUrl
+) -> None:
+    path = f"{catalog.rows_path}/import/file"
+    as_json = await client.post(
+        path,
+        json={"file_content": f"url\n{image_url()}\n", "column_mapping": {"image_url": "url"}},
+        headers=catalog.member.headers,
+    )
+    error = assert_error(as_json, 400, "VALIDATION_ERROR")
+    assert "multipart/form-data" in error["message"]
+    missing_file = await client.post(
+        path,
+        files={"other": ("a.csv", b"url\n")},
+        data={"column_mapping": json.dumps({"image_url": "url"})},
+        headers=catalog.member.headers,
+    )
+    assert_error(missing_file, 400, "VALIDATION_ERROR")
+    assert await fetch_value(app, "SELECT count(*) FROM dataset_rows") == 0
+
+
 async def test_import_over_size_limit_returns_413(make_settings: Any, image_url: ImageUrl) -> None:
     async with running_app(make_settings(import_max_bytes=200)) as application:
         async with make_client(application) as http:
@@ -308,13 +352,14 @@ async def test_import_over_size_limit_returns_413(make_settings: Any, image_url:
                 headers=admin.headers,
             )
             assert_error(as_json, 413, "PAYLOAD_TOO_LARGE")
-            as_file = await http.post(
-                path,
-                files={"file": ("a.csv", content.encode())},
-                data={"column_mapping": json.dumps({"image_url": "url"})},
-                headers=admin.headers,
-            )
-            assert_error(as_file, 413, "PAYLOAD_TOO_LARGE")
+            for file_path in (path, f"{path}/file"):
+                as_file = await http.post(
+                    file_path,
+                    files={"file": ("a.csv", content.encode())},
+                    data={"column_mapping": json.dumps({"image_url": "url"})},
+                    headers=admin.headers,
+                )
+                assert_error(as_file, 413, "PAYLOAD_TOO_LARGE")
             assert await fetch_value(application, "SELECT count(*) FROM dataset_rows") == 0
 
 
@@ -376,6 +421,29 @@ async def test_import_into_other_teams_dataset_returns_404(
                 headers=outsider.headers,
             )
             assert_error(response, 404, "NOT_FOUND")
+            as_file = await http.post(
+                f"{base}/import/file",
+                files={"file": ("a.csv", content.encode())},
+                data={"column_mapping": json.dumps({"image_url": "url"})},
+                headers=outsider.headers,
+            )
+            assert_error(as_file, 404, "NOT_FOUND")
             export = await http.get(f"{base}/export", headers=outsider.headers)
             assert_error(export, 404, "NOT_FOUND")
             assert await fetch_value(application, "SELECT count(*) FROM dataset_rows") == 0
+
+
+async def test_import_stores_the_normalized_url_that_was_fetched(
+    app: FastAPI, client: AsyncClient, catalog: Catalog, image_server: ImageServer
+) -> None:
+    path = f"/images/{uuid.uuid4().hex}.png"
+    image_server.add_image(path, unique_png())
+    given = image_server.url(path + '?a="><svg onload=alert(1)>#frag')
+    expected = image_server.url(path + "?a=%22%3E%3Csvg+onload=alert(1)%3E")
+    content = _csv([["url"], [f"  {given}  "]])
+
+    response = await _import(client, catalog, content, _mapping(catalog))
+
+    assert response.status_code == 200, response.text
+    assert response.json()["imported"] == 1
+    assert await fetch_value(app, "SELECT image_url FROM dataset_rows") == expected

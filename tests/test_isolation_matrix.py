@@ -182,6 +182,14 @@ class Victim:
     spare_image_url: str
 
 
+@dataclass(frozen=True)
+class Multipart:
+    """A `multipart/form-data` body: file parts and plain fields."""
+
+    files: dict[str, tuple[str, bytes]]
+    data: dict[str, str]
+
+
 BodyBuilder = Callable[[Victim], Any]
 
 # A valid request body per operation; a new operation with a body needs an entry here.
@@ -212,6 +220,10 @@ VALID_BODIES: dict[str, BodyBuilder] = {
         "file_content": f"image_url\n{victim.spare_image_url}\n",
         "column_mapping": {"image_url": "image_url"},
     },
+    "rows-import-file": lambda victim: Multipart(
+        files={"file": ("rows.csv", f"image_url\n{victim.spare_image_url}\n".encode())},
+        data={"column_mapping": '{"image_url": "image_url"}'},
+    ),
 }
 
 
@@ -245,18 +257,19 @@ async def send(
     """Call the endpoint on the victim's objects as `caller` (None: without any credentials)."""
     http.cookies.clear()
     headers = caller.headers if caller is not None else {}
-    return await http.request(
-        endpoint.method,
-        request_path(endpoint, victim.path_ids),
-        json=request_body(endpoint, victim),
-        headers=headers,
-    )
+    path = request_path(endpoint, victim.path_ids)
+    body = request_body(endpoint, victim)
+    if isinstance(body, Multipart):
+        return await http.request(
+            endpoint.method, path, files=body.files, data=body.data, headers=headers
+        )
+    return await http.request(endpoint.method, path, json=body, headers=headers)
 
 
 def describe(response: Response) -> str:
     """The request and its response, for a failure message that pinpoints the route."""
     request = response.request
-    body = request.content.decode(errors="replace") or "(no body)"
+    body = request.read().decode(errors="replace") or "(no body)"
     return (
         f"{request.method} {request.url.path} body={body}\n"
         f"→ {response.status_code} {response.text}"

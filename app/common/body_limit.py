@@ -11,6 +11,8 @@ from app.common.exceptions import error_response
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 """Largest JSON body outside CSV import: ample for 200 text fields of 10,000 characters."""
+IMPORT_PATHS = ("/rows/import", "/rows/import/file")
+"""Path endings of the CSV import operations, which accept larger bodies."""
 
 
 class BodyLimitMiddleware:
@@ -65,6 +67,6 @@ def body_limit_for(import_max_bytes: int) -> Callable[[str], int]:
     import_limit = max(import_max_bytes * 2 + 1024 * 1024, DEFAULT_MAX_BODY_BYTES)
 
     def limit_for(path: str) -> int:
-        return import_limit if path.endswith("/rows/import") else DEFAULT_MAX_BODY_BYTES
+        return import_limit if path.endswith(IMPORT_PATHS) else DEFAULT_MAX_BODY_BYTES
 
     return limit_for

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.common.dependencies import (
     CurrentUser,
@@ -15,12 +18,16 @@ from app.common.dependencies import (
     SessionDep,
     SettingsDep,
 )
-from app.common.import_upload import read_import_request
+from app.common.exceptions import ErrorResponse
+from app.common.guarded_stream import GuardedStreamingResponse
+from app.common.import_upload import ImportUpload, read_file_import, read_import_request
 from app.common.openapi import error_responses
-from app.common.pagination import PageDep
+from app.common.pagination import Page, PageDep
+from app.common.settings import Settings
 from app.models.row import (
     BulkRowIds,
     BulkStatusUpdate,
+    DatasetRow,
     ExportFormat,
     ImportRequest,
     ImportResult,
@@ -32,7 +39,16 @@ from app.models.row import (
     RowStatus,
     RowUpdate,
 )
-from app.services import export_service, import_service, row_service
+from app.models.user import User
+from app.services import (
+    dataset_service,
+    export_service,
+    export_slots,
+    import_service,
+    row_service,
+)
+from app.services.image_fetch import ImageFetcher
+from app.services.import_slots import import_slot
 
 router = APIRouter(prefix="/datasets/{dataset_id}/rows", tags=["rows"])
 
@@ -48,7 +64,7 @@ async def list_rows(
     params: PageDep,
     status: Annotated[RowStatus | None, Query(description="Only rows with this status")] = None,
     sort: Annotated[RowSort, Query(description="Order; ties broken by id")] = "-updated_at",
-) -> RowPage:
+) -> Page[DatasetRow]:
     """A page of the dataset's rows, optionally filtered by status.
 
     `sort` is `created_at`, `-created_at`, `updated_at` or `-updated_at` (default); rows with the
@@ -67,7 +83,7 @@ async def list_rows(
 @router.get("/queue", operation_id="rows-queue", response_model=RowPage, responses=READ_ERRORS)
 async def review_queue(
     dataset_id: uuid.UUID, user: CurrentUser, session: SessionDep, params: PageDep
-) -> RowPage:
+) -> Page[DatasetRow]:
     """The review queue: pending rows, oldest first."""
     return await row_service.review_queue(
         session, team_id=user.team_id, dataset_id=dataset_id, params=params
@@ -115,67 +131,185 @@ async def bulk_delete(
     return Response(status_code=204)
 
 
-IMPORT_BODY_SCHEMA: dict[str, Any] = {
-    "required": True,
-    "content": {
-        "application/json": {"schema": ImportRequest.model_json_schema()},
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["file", "column_mapping"],
-                "properties": {
-                    "file": {"type": "string", "format": "binary"},
-                    "column_mapping": {
-                        "type": "string",
-                        "description": "JSON object: image_url and field ids → column names",
-                    },
-                    "mark_all_pending": {"type": "boolean", "default": False},
-                },
+IMPORT_FORM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["file", "column_mapping"],
+    "properties": {
+        "file": {"type": "string", "format": "binary", "description": "The CSV file"},
+        "column_mapping": {
+            "type": "string",
+            "description": "JSON object: image_url and field ids → column names",
+        },
+        "mark_all_pending": {"type": "boolean", "default": False},
+    },
+}
+IMPORT_ERRORS: dict[int | str, dict[str, Any]] = {
+    **WRITE_ERRORS,
+    429: {
+        "model": ErrorResponse,
+        "description": (
+            "The team already runs `IMPORT_MAX_CONCURRENT_PER_TEAM` imports (RATE_LIMITED)"
+        ),
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds to wait before retrying",
+                "schema": {"type": "integer"},
             }
         },
     },
 }
+IMPORT_RULES = """`column_mapping` maps `"image_url"` (required) and field ids to CSV column
+names; an empty name means "not mapped". A mapping naming an unknown field, or a column missing
+from the header, is 400 before any row is read. The CSV is UTF-8 (a BOM is accepted),
+comma-separated, RFC 4180 quoted, header first, at most `IMPORT_MAX_BYTES` (413). Booleans
+accept true/false/yes/no/1/0, an empty cell is unset, fields with a `default_value` get it when
+empty. Invalid rows and images that cannot be fetched are skipped with `"Row N: reason"`
+(N = CSV line, header = 1; at most 100 messages). Images already in the dataset or repeated
+in the file count as `skipped_duplicates`. Rows are committed in batches of 500, so an
+interrupted import keeps what it committed and a rerun adds only what is missing.
+
+A team runs at most `IMPORT_MAX_CONCURRENT_PER_TEAM` imports at once, across all server
+processes (both import operations count); one more is 429 RATE_LIMITED with `Retry-After`.
+"""
+JSON_IMPORT_DESCRIPTION = f"""Import rows from CSV text given inline as JSON `file_content`.
+
+To upload a CSV file, use `POST /api/v1/datasets/{{dataset_id}}/rows/import/file` (operation
+`rows-import-file`, multipart/form-data). Web clients may also send that multipart form here;
+it is documented only there, so that generated clients get one body type per operation.
+
+{IMPORT_RULES}"""
+FILE_IMPORT_DESCRIPTION = f"""Import rows from an uploaded CSV file (multipart/form-data).
+
+Parts: `file` (the CSV), `column_mapping` (a JSON object, as a string) and optional
+`mark_all_pending` (true/false). The file is spooled to disk, not held in memory.
+
+{IMPORT_RULES}"""
+
+
+async def _run_import(
+    request: Request,
+    read: Callable[..., Awaitable[ImportUpload]],
+    *,
+    dataset_id: uuid.UUID,
+    user: User,
+    session: AsyncSession,
+    engine: AsyncEngine,
+    settings: Settings,
+    fetcher: ImageFetcher,
+) -> ImportResult:
+    """Check the dataset, take one of the team's import slots, then read the body and import.
+
+    The body is read only once the slot is held, so refused requests cost no memory.
+    """
+    await dataset_service.get_dataset(session, team_id=user.team_id, dataset_id=dataset_id)
+    await session.commit()
+    async with import_slot(
+        engine, team_id=user.team_id, limit=settings.import_max_concurrent_per_team
+    ):
+        with await read(request, max_bytes=settings.import_max_bytes) as upload:
+            return await import_service.import_csv(
+                session,
+                fetcher,
+                user=user,
+                dataset_id=dataset_id,
+                lines=upload.lines,
+                column_mapping=upload.column_mapping,
+                mark_all_pending=upload.mark_all_pending,
+                concurrency=settings.import_concurrency,
+            )
 
 
 @router.post(
     "/import",
     operation_id="rows-import",
+    description=JSON_IMPORT_DESCRIPTION,
     response_model=ImportResult,
-    responses=WRITE_ERRORS,
-    openapi_extra={"requestBody": IMPORT_BODY_SCHEMA},
+    responses=IMPORT_ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": ImportRequest.model_json_schema()}},
+        }
+    },
 )
 async def import_rows(
     dataset_id: uuid.UUID,
     request: Request,
     user: CurrentUser,
     session: SessionDep,
+    engine: EngineDep,
     settings: SettingsDep,
     fetcher: ImageFetcherDep,
 ) -> ImportResult:
-    """Import rows from a CSV file (JSON `file_content`, or a multipart `file` part).
+    """Import rows from CSV text given inline as JSON (see `JSON_IMPORT_DESCRIPTION`)."""
+    return await _run_import(
+        request,
+        read_import_request,
+        dataset_id=dataset_id,
+        user=user,
+        session=session,
+        engine=engine,
+        settings=settings,
+        fetcher=fetcher,
+    )
 
-    `column_mapping` maps `"image_url"` (required) and field ids to CSV column names; an empty
-    name means "not mapped". A mapping naming an unknown field, or a column missing from the
-    header, is 400 before any row is read. The CSV is UTF-8 (a BOM is accepted), comma-separated,
-    RFC 4180 quoted, header first, at most `IMPORT_MAX_BYTES` (413). Booleans accept
-    true/false/yes/no/1/0, an empty cell is unset, fields with a `default_value` get it when
-    empty. Invalid rows and images that cannot be fetched are skipped with `"Row N: reason"`
-    (N = CSV line, header = 1; at most 100 messages). Images already in the dataset or repeated
-    in the file count as `skipped_duplicates`. Rows are committed in batches of 500, so an
-    interrupted import keeps what it committed and a rerun adds only what is missing.
-    """
-    upload = await read_import_request(request, max_bytes=settings.import_max_bytes)
-    with upload:
-        return await import_service.import_csv(
-            session,
-            fetcher,
-            user=user,
-            dataset_id=dataset_id,
-            lines=upload.lines,
-            column_mapping=upload.column_mapping,
-            mark_all_pending=upload.mark_all_pending,
-            concurrency=settings.import_concurrency,
-        )
+
+@router.post(
+    "/import/file",
+    operation_id="rows-import-file",
+    description=FILE_IMPORT_DESCRIPTION,
+    response_model=ImportResult,
+    responses=IMPORT_ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": IMPORT_FORM_SCHEMA}},
+        }
+    },
+)
+async def import_rows_file(
+    dataset_id: uuid.UUID,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    engine: EngineDep,
+    settings: SettingsDep,
+    fetcher: ImageFetcherDep,
+) -> ImportResult:
+    """Import rows from an uploaded CSV file (see `FILE_IMPORT_DESCRIPTION`)."""
+    return await _run_import(
+        request,
+        read_file_import,
+        dataset_id=dataset_id,
+        user=user,
+        session=session,
+        engine=engine,
+        settings=settings,
+        fetcher=fetcher,
+    )
+
+
+EXPORT_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying",
+        "schema": {"type": "integer"},
+    }
+}
+EXPORT_ERRORS: dict[int | str, dict[str, Any]] = {
+    **READ_ERRORS,
+    429: {
+        "model": ErrorResponse,
+        "description": "The caller already runs `EXPORT_MAX_CONCURRENT_PER_USER` exports "
+        "(RATE_LIMITED)",
+        "headers": EXPORT_RETRY_AFTER,
+    },
+    503: {
+        "model": ErrorResponse,
+        "description": "The database is unreachable, or every connection of the export pool "
+        "is streaming another export (SERVICE_UNAVAILABLE; `Retry-After` when busy)",
+        "headers": EXPORT_RETRY_AFTER,
+    },
+}
 
 
 @router.get(
@@ -190,24 +324,48 @@ async def import_rows(
                 "application/x-ndjson": {"schema": {"type": "string"}},
             },
         },
-        **READ_ERRORS,
+        **EXPORT_ERRORS,
     },
 )
 async def export_rows(
+    request: Request,
     dataset_id: uuid.UUID,
     user: CurrentUser,
     session: SessionDep,
-    engine: EngineDep,
-    only_reviewed: Annotated[bool, Query(description="Only rows with status reviewed")] = False,
+    settings: SettingsDep,
+    only_reviewed: Annotated[
+        bool, Query(description="Only rows with status reviewed; false exports every row")
+    ] = True,
     format: Annotated[ExportFormat, Query(description="csv or jsonl")] = "csv",
+    formula_safe: Annotated[
+        bool,
+        Query(description="CSV only: a ' before text cells starting with = + - @ tab or CR"),
+    ] = True,
 ) -> StreamingResponse:
     """Download the dataset's rows as a streamed file, oldest first.
 
-    CSV columns: `image_url`, one column per field named by the field's name in position
-    order, then `status`, `created_at`, `updated_at`, `updated_by` (email); booleans as
-    true/false, unset values empty. JSONL: one object per row with `id`, `image_url`,
-    `image_hash`, `status`, `data` (field name → value, set fields only), `created_at`,
-    `updated_at`, `created_by_email`, `updated_by_email`. Memory stays flat at any size.
+    By default only reviewed rows are exported (an export is training data);
+    `only_reviewed=false` exports every row. CSV columns: `image_url`, one column per field
+    named by the field's name in position order, then `status`, `created_at`, `updated_at`,
+    `updated_by` (email); booleans as true/false, unset values empty. JSONL: one object per
+    row with `id`, `image_url`, `image_hash`, `status`, `data` (field name → value, set fields
+    only), `created_at`, `updated_at`, `created_by_email`, `updated_by_email`. Memory stays
+    flat at any size.
+
+    With `formula_safe=true` (the default) a CSV text cell that starts with `=`, `+`, `-`, `@`,
+    tab or carriage return gets a leading `'`, so that a spreadsheet shows it instead of running
+    it as a formula (OWASP CSV injection guidance). Text cells are `image_url`, text and enum
+    field values, `updated_by` and the field names in the header; numeric and boolean values,
+    `status` and timestamps are never prefixed, so that a negative number such as `-5` stays a
+    number. `formula_safe=false` writes every cell as stored; JSONL is never changed.
+
+    Each user may run `EXPORT_MAX_CONCURRENT_PER_USER` exports at once (default 2), counted
+    across every server process sharing the database; one more answers `429 RATE_LIMITED` with
+    `Retry-After`. Exports stream on a separate pool of `EXPORT_POOL_SIZE` connections (default
+    4), so slow downloads never hold up other requests; when all of them are streaming, an
+    export answers `503 SERVICE_UNAVAILABLE` with `Retry-After` (before the per-user cap is
+    checked). A client that accepts no data for `EXPORT_SEND_TIMEOUT` seconds (default 30) is
+    disconnected before the end of the body.
     """
     plan = await export_service.plan_export(
         session,
@@ -215,9 +373,18 @@ async def export_rows(
         dataset_id=dataset_id,
         only_reviewed=only_reviewed,
         fmt=format,
+        formula_safe=formula_safe,
     )
-    return StreamingResponse(
-        export_service.stream_export(engine, plan),
+    await session.close()  # The request's connection is not held while the body streams.
+    lease = await export_slots.lease_export_connection(
+        request.app.state.export_engine,
+        user_id=user.id,
+        max_concurrent=settings.export_max_concurrent_per_user,
+    )
+    return GuardedStreamingResponse(
+        export_service.stream_export(lease, plan),
+        send_timeout=settings.export_send_timeout,
+        on_close=lease.release,
         media_type=export_service.MEDIA_TYPES[format],
         headers={"Content-Disposition": export_service.content_disposition(plan.filename)},
     )
@@ -226,7 +393,7 @@ async def export_rows(
 @router.get("/{row_id}", operation_id="rows-get", response_model=RowPublic, responses=READ_ERRORS)
 async def get_row(
     dataset_id: uuid.UUID, row_id: uuid.UUID, user: CurrentUser, session: SessionDep
-) -> RowPublic:
+) -> DatasetRow:
     """One row of the dataset (404 when it belongs to another dataset)."""
     return await row_service.get_row(
         session, team_id=user.team_id, dataset_id=dataset_id, row_id=row_id
@@ -246,7 +413,7 @@ async def create_row(
     user: CurrentUser,
     session: SessionDep,
     fetcher: ImageFetcherDep,
-) -> RowPublic:
+) -> DatasetRow:
     """Add a row: the server downloads `image_url` and stores the image's MD5.
 
     `data` maps field ids to values, validated by each field's type and config; `null` and `""`
@@ -270,7 +437,7 @@ async def update_row(
     user: CurrentUser,
     session: SessionDep,
     fetcher: ImageFetcherDep,
-) -> RowPublic:
+) -> DatasetRow:
     """Change a row. `data`, when given, replaces the whole map and recomputes the status.
 
     An explicit `status` wins over the computed one. A changed `image_url` is downloaded and

@@ -16,8 +16,9 @@ import asyncpg
 from fastapi import FastAPI
 from httpx import AsyncClient, Response
 
+from app.common.advisory_slots import slot_key
 from app.common.settings import Settings
-from app.services.import_slots import RETRY_AFTER_SECONDS, slot_key
+from app.services.import_slots import IMPORT_SLOT, RETRY_AFTER_SECONDS
 from tests.conftest import make_client, running_app
 from tests.database import asyncpg_dsn
 from tests.factories import Account, Catalog, create_dataset, create_schema, setup_instance
@@ -35,7 +36,7 @@ async def other_process_holding(
     try:
         async with connection.transaction():
             for slot in slots:
-                key = slot_key(uuid.UUID(team_id), slot)
+                key = slot_key(IMPORT_SLOT, uuid.UUID(team_id), slot)
                 assert await connection.fetchval("SELECT pg_try_advisory_xact_lock($1)", key)
             yield connection
     finally:
@@ -78,7 +79,7 @@ async def test_import_over_the_team_cap_is_429_until_a_slot_frees(
             _assert_rate_limited(await send(client, catalog.rows_path, catalog.member, image_url()))
         assert await fetch_value(app, "SELECT count(*) FROM dataset_rows") == 0
         await holder.execute("ROLLBACK; BEGIN")
-        key = slot_key(uuid.UUID(team_id), 1)
+        key = slot_key(IMPORT_SLOT, uuid.UUID(team_id), 1)
         assert await holder.fetchval("SELECT pg_try_advisory_xact_lock($1)", key)
         response = await _import_file(client, catalog.rows_path, catalog.member, image_url())
         assert response.status_code == 200, response.text

@@ -14,7 +14,6 @@ its process dies, so a crash never leaves a slot taken.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import asyncpg
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.common.advisory_slots import slot_key
 from app.common.exceptions import RateLimitedException, ServiceUnavailableException
 
 logger = logging.getLogger(__name__)
@@ -31,14 +31,7 @@ RETRY_AFTER_SECONDS = 10
 """`Retry-After` of a refused export: a guess, since nobody knows when a running export ends."""
 
 
-def slot_key(user_id: uuid.UUID, slot: int) -> int:
-    """The 64-bit advisory lock key of one of a user's export slots.
-
-    A keyed hash of the user id and slot number; collisions with other keys (the schema lock)
-    or between users are as unlikely as a 64-bit hash collision.
-    """
-    digest = hashlib.blake2b(f"{user_id}:{slot}".encode(), digest_size=8, person=b"aitr-exp")
-    return int.from_bytes(digest.digest(), "big", signed=True)
+EXPORT_SLOT = b"aitrace-export"
 
 
 @dataclass
@@ -91,7 +84,9 @@ async def lease_export_connection(
         raw = await connection.get_raw_connection()
         driver: asyncpg.Connection = raw.driver_connection  # type: ignore[assignment]
         for slot in range(max_concurrent):
-            if await driver.fetchval("SELECT pg_try_advisory_lock($1)", slot_key(user_id, slot)):
+            if await driver.fetchval(
+                "SELECT pg_try_advisory_lock($1)", slot_key(EXPORT_SLOT, user_id, slot)
+            ):
                 return ExportLease(connection, driver)
     except BaseException:
         await connection.invalidate()

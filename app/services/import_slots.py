@@ -10,7 +10,6 @@ database sees the same locks, which an in-process semaphore could not offer.
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,21 +17,14 @@ from contextlib import asynccontextmanager
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.common.advisory_slots import slot_key
 from app.common.exceptions import RateLimitedException
 
 RETRY_AFTER_SECONDS = 10
 """Suggested wait before retrying a refused import (imports usually take seconds)."""
 
-_KEY_PERSONALIZATION = b"aitrace-import"
+IMPORT_SLOT = b"aitrace-import"
 _TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(:key)")
-
-
-def slot_key(team_id: uuid.UUID, slot: int) -> int:
-    """The advisory lock key (a signed 64-bit integer) of one import slot of a team."""
-    digest = hashlib.blake2b(
-        team_id.bytes + slot.to_bytes(4, "big"), digest_size=8, person=_KEY_PERSONALIZATION
-    ).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 @asynccontextmanager
@@ -47,7 +39,7 @@ async def import_slot(engine: AsyncEngine, *, team_id: uuid.UUID, limit: int) ->
     """
     async with engine.connect() as connection, connection.begin():
         for slot in range(limit):
-            if await connection.scalar(_TRY_LOCK, {"key": slot_key(team_id, slot)}):
+            if await connection.scalar(_TRY_LOCK, {"key": slot_key(IMPORT_SLOT, team_id, slot)}):
                 yield slot
                 return
     raise RateLimitedException(

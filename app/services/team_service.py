@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.common.db_errors import duplicates_as_errors
@@ -12,10 +12,10 @@ from app.common.exceptions import NotFoundException
 from app.common.security import hash_password
 from app.models.base import utcnow
 from app.models.team import Team, TeamUpdate
-from app.models.user import User
+from app.models.user import EMAIL_UNIQUE_KEY, User
 from app.services import schema_service
 
-EMAIL_TAKEN = {"users_email_key": "Email already registered"}
+EMAIL_TAKEN = {EMAIL_UNIQUE_KEY: "Email already registered"}
 
 
 async def create_team_with_admin(
@@ -53,6 +53,12 @@ async def get_team(session: AsyncSession, *, team_id: uuid.UUID) -> Team:
     return team
 
 
+async def list_teams(session: AsyncSession) -> list[Team]:
+    """Every team of the instance, oldest first (for the operator's `aitrace user` commands)."""
+    query = select(Team).order_by(col(Team.created_at), col(Team.id))
+    return list((await session.exec(query)).all())
+
+
 async def lock_team(session: AsyncSession, *, team_id: uuid.UUID) -> Team:
     """Lock the team row until the transaction ends, serialising changes to its admins."""
     team = (await session.exec(select(Team).where(Team.id == team_id).with_for_update())).first()
@@ -64,7 +70,7 @@ async def lock_team(session: AsyncSession, *, team_id: uuid.UUID) -> Team:
 async def update_team(session: AsyncSession, *, team_id: uuid.UUID, data: TeamUpdate) -> Team:
     """Rename the team."""
     team = await get_team(session, team_id=team_id)
-    team.name = data.name
+    team.sqlmodel_update(data.model_dump(exclude_unset=True))
     team.updated_at = utcnow()
     session.add(team)
     await session.commit()

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     env: Literal["local", "production"] = "local"
     data_dir: Path = Path(".aitrace")
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=8000, ge=0, le=65535)
     log_level: str = "INFO"
     cookie_secure: bool = True
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

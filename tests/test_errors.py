@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 
 from app.common.body_limit import DEFAULT_MAX_BODY_BYTES
-from app.common.dependencies import SessionDep
 from app.common.pagination import Page, PageDep
+from app.routes.deps import SessionDep
 
 
 class ProbeBody(BaseModel):

@@ -29,9 +29,9 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 from httpx import AsyncClient, Response
 
-from app.common.dependencies import get_authenticated_user, get_current_admin
 from app.common.settings import Settings
 from app.main import API_PREFIX, create_app
+from app.routes.deps import get_authenticated_user, get_current_admin
 from tests.conftest import make_client, running_app
 from tests.database import TABLES
 from tests.factories import (

@@ -1,13 +1,26 @@
-"""Column helpers shared by the table classes."""
+"""Column helpers shared by the table classes, and the shape of a model family.
+
+A resource is one family of classes: `XBase(SQLModel)` declares the leading columns of its
+public shape; `X(XBase, table=True)` is the table, which adds the other columns, redeclares
+`id` to give it its default and holds the indexes; `XPublic(XBase)` is the response model and
+lists only what it adds. Routes return `X` objects (or a `Page` of them) under
+`response_model=XPublic`, and FastAPI reads their attributes, so no converter is written.
+
+Base columns carry no Python default and no validation constraint (the column type goes in
+`sa_type`), so every key of a response stays required in OpenAPI and its JSON schema is plain;
+they are declared in the order the API shows them, which keeps the order of response keys.
+Requests are validated by separate `RequestModel` classes, never by a table class.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ConfigDict
-from sqlalchemy import DateTime
+from sqlalchemy import DateTime, TextClause, text
 from sqlmodel import Field, SQLModel
 
 
@@ -36,7 +49,28 @@ def user_ref_field() -> Any:
     return Field(default=None, foreign_key="users.id", ondelete="SET NULL", nullable=True)
 
 
+def lower(column: str) -> TextClause:
+    """`lower(column)`, for the case-insensitive unique indexes on names and emails."""
+    return text(f"lower({column})")
+
+
 class RequestModel(SQLModel):
     """Base of request bodies: unknown keys are rejected, so nothing can be smuggled in."""
 
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+
+def changes_of(
+    update: SQLModel, *, kept_when_null: Collection[str] = (), exclude: Collection[str] = ()
+) -> dict[str, Any]:
+    """The keys a client sent in an update body, for `sqlmodel_update`.
+
+    Args:
+        update: the validated request body; keys left out are not changes.
+        kept_when_null: keys of required columns, where `null` means "leave as it is".
+        exclude: keys the service applies itself.
+    """
+    sent = update.model_dump(exclude_unset=True, exclude=set(exclude))
+    return {
+        key: value for key, value in sent.items() if value is not None or key not in kept_when_null
+    }

@@ -1,6 +1,6 @@
 """The documented shape of a field's `config`, shown in OpenAPI and so in docs and SDKs.
 
-The request side keeps its tolerant parsing (`app.services.field_types.normalize_config` reads
+The request side keeps its tolerant parsing (`app.domain.field_types.normalize_config` reads
 the free-form object web clients send); only its schema names `FieldConfig`. The response side
 is validated as `FieldConfig`, which the stored (normalised) config always satisfies.
 """
@@ -13,7 +13,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, WithJsonSchema, with_co
 from typing_extensions import TypedDict
 
 from app.common.validation import JsonObject
-from app.services.field_types import (
+from app.domain.field_types import (
     MAX_ENUM_OPTION_LENGTH,
     MAX_ENUM_OPTIONS,
     TEXT_DEFAULT_MAX_LENGTH,

@@ -1,36 +1,70 @@
 """Dataset rows: an image, its hash and the field values."""
 
-from __future__ import annotations
-
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from sqlalchemy import Column, String
+from sqlalchemy import CheckConstraint, Column, Index, String, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, Relationship, SQLModel
 
 from app.common.pagination import Page
 from app.common.validation import ColumnMapping, ImageUrl, JsonObject
 from app.models.base import RequestModel, id_field, timestamp_field, user_ref_field
+from app.models.user import User
 
 RowStatus = Literal["pending", "reviewed"]
+IMAGE_UNIQUE_KEY = "dataset_rows_dataset_image_key"
+"""Unique constraint on (dataset_id, image_hash): one image at most once per dataset."""
 MAX_BULK_IDS = 1000
 
 
-class DatasetRow(SQLModel, table=True):
+class RowBase(SQLModel):
+    """The leading columns of a row's public shape, in the order the API shows them."""
+
+    id: uuid.UUID
+    dataset_id: uuid.UUID = Field(foreign_key="datasets.id", ondelete="CASCADE", nullable=False)
+    image_url: str = Field(sa_type=String(2048))
+    image_hash: str = Field(sa_type=String(32))
+
+
+class DatasetRow(RowBase, table=True):
+    """A row; `creator` and `updater` are loaded only on request (see `row_service`)."""
+
     __tablename__ = "dataset_rows"
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "image_hash", name=IMAGE_UNIQUE_KEY),
+        Index("dataset_rows_updated_idx", "dataset_id", "updated_at", "id"),
+        Index("dataset_rows_created_idx", "dataset_id", "created_at", "id"),
+        Index("dataset_rows_status_updated_idx", "dataset_id", "status", "updated_at", "id"),
+        Index("dataset_rows_status_created_idx", "dataset_id", "status", "created_at", "id"),
+        CheckConstraint("image_hash ~ '^[0-9a-f]{32}$'", name="dataset_rows_image_hash_check"),
+        CheckConstraint("status IN ('pending', 'reviewed')", name="dataset_rows_status_check"),
+    )
 
     id: uuid.UUID = id_field()
-    dataset_id: uuid.UUID = Field(foreign_key="datasets.id", ondelete="CASCADE", nullable=False)
-    image_url: str = Field(max_length=2048)
-    image_hash: str = Field(max_length=32)
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
-    status: str = Field(sa_type=String(10))
+    status: RowStatus = Field(sa_type=String(10))
     created_by: uuid.UUID | None = user_ref_field()
     updated_by: uuid.UUID | None = user_ref_field()
     created_at: datetime = timestamp_field()
     updated_at: datetime = timestamp_field()
+    creator: User | None = Relationship(
+        sa_relationship_kwargs={"lazy": "raise", "foreign_keys": "[DatasetRow.created_by]"}
+    )
+    updater: User | None = Relationship(
+        sa_relationship_kwargs={"lazy": "raise", "foreign_keys": "[DatasetRow.updated_by]"}
+    )
+
+    @property
+    def created_by_email(self) -> str | None:
+        """The email of the user who created the row, while that user exists."""
+        return None if self.creator is None else self.creator.email
+
+    @property
+    def updated_by_email(self) -> str | None:
+        """The email of the user who last changed the row, while that user exists."""
+        return None if self.updater is None else self.updater.email
 
 
 class RowCreate(RequestModel):
@@ -48,11 +82,7 @@ class RowUpdate(RequestModel):
     status: RowStatus | None = None
 
 
-class RowPublic(SQLModel):
-    id: uuid.UUID
-    dataset_id: uuid.UUID
-    image_url: str
-    image_hash: str
+class RowPublic(RowBase):
     data: dict[str, Any]
     status: RowStatus
     created_by: uuid.UUID | None

@@ -6,37 +6,47 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import String
+from sqlalchemy import CheckConstraint, Index, String
 from sqlmodel import Field, SQLModel
 
 from app.common.pagination import Page
 from app.common.validation import Email, Password
-from app.models.base import RequestModel, id_field, timestamp_field
+from app.models.base import RequestModel, id_field, lower, timestamp_field
 
 Role = Literal["admin", "user"]
+EMAIL_UNIQUE_KEY = "users_email_key"
+"""Unique index on lower(email): emails are unique across the instance, ignoring case."""
 
 
-class User(SQLModel, table=True):
+class UserBase(SQLModel):
+    """The leading columns of a user's public shape, in the order the API shows them."""
+
+    id: uuid.UUID
+    email: str = Field(sa_type=String(254))
+    role: Role = Field(sa_type=String(10))
+    team_id: uuid.UUID = Field(foreign_key="teams.id", ondelete="CASCADE", nullable=False)
+
+
+class User(UserBase, table=True):
     __tablename__ = "users"
+    __table_args__ = (
+        Index(EMAIL_UNIQUE_KEY, lower("email"), unique=True),
+        Index("users_team_email_idx", "team_id", "email"),
+        CheckConstraint("role IN ('admin', 'user')", name="users_role_check"),
+        CheckConstraint("credential_version >= 0", name="users_credential_version_check"),
+    )
 
     id: uuid.UUID = id_field()
-    team_id: uuid.UUID = Field(foreign_key="teams.id", ondelete="CASCADE", nullable=False)
-    email: str = Field(max_length=254)
     password_hash: str = Field(max_length=255)
-    role: str = Field(sa_type=String(10))
     must_reset_pwd: bool = False
     credential_version: int = 0
     created_at: datetime = timestamp_field()
     updated_at: datetime = timestamp_field()
 
 
-class UserPublic(SQLModel):
+class UserPublic(UserBase):
     """A user as the API shows it: never the password hash."""
 
-    id: uuid.UUID
-    email: str
-    role: Role
-    team_id: uuid.UUID
     must_reset_pwd: bool
     created_at: datetime
     updated_at: datetime
@@ -46,6 +56,11 @@ class LoginFailure(SQLModel, table=True):
     """One failed login; throttling counts recent ones per email and per client address."""
 
     __tablename__ = "login_failures"
+    __table_args__ = (
+        Index("login_failures_email_idx", "email", "attempted_at"),
+        Index("login_failures_client_idx", "client_ip", "attempted_at"),
+        Index("login_failures_time_idx", "attempted_at"),
+    )
 
     id: uuid.UUID = id_field()
     email: str = Field(max_length=254)

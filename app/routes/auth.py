@@ -7,12 +7,6 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Response
 
 from app.common.cookies import clear_access_cookie, set_access_cookie
-from app.common.dependencies import (
-    AuthenticatedUser,
-    ClientAddress,
-    SessionDep,
-    SettingsDep,
-)
 from app.common.exceptions import ForbiddenException
 from app.common.openapi import error_responses
 from app.common.security import REMEMBER_ME_LIFETIME, SESSION_LIFETIME
@@ -28,6 +22,12 @@ from app.models.auth import (
     SignupRequest,
 )
 from app.models.user import User, UserPublic
+from app.routes.deps import (
+    AuthenticatedUser,
+    ClientAddress,
+    SessionDep,
+    SettingsDep,
+)
 from app.services import auth_service, team_service
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -41,10 +41,7 @@ PASSWORD_CHANGE_ERRORS = error_responses(400, 401, 403, 429)
 
 
 def _login_result(user: User) -> LoginResult:
-    return LoginResult(
-        user=UserPublic.model_validate(user, from_attributes=True),
-        must_reset_pwd=user.must_reset_pwd,
-    )
+    return LoginResult(user=UserPublic.model_validate(user), must_reset_pwd=user.must_reset_pwd)
 
 
 def _renew_cookie(response: Response, user: User, settings: Settings) -> None:
@@ -122,9 +119,9 @@ async def logout(user: AuthenticatedUser, settings: SettingsDep, response: Respo
 @router.get(
     "/me", operation_id="auth-me", response_model=UserPublic, responses=error_responses(401)
 )
-async def me(user: AuthenticatedUser) -> UserPublic:
+async def me(user: AuthenticatedUser) -> User:
     """The caller's own account (also while a password reset is pending)."""
-    return UserPublic.model_validate(user, from_attributes=True)
+    return user
 
 
 @router.put(

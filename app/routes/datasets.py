@@ -6,10 +6,10 @@ import uuid
 
 from fastapi import APIRouter, Response
 
-from app.common.dependencies import AdminUser, CurrentUser, SessionDep
 from app.common.openapi import error_responses
-from app.common.pagination import PageDep
-from app.models.dataset import DatasetCreate, DatasetPage, DatasetPublic, DatasetUpdate
+from app.common.pagination import Page, PageDep
+from app.models.dataset import Dataset, DatasetCreate, DatasetPage, DatasetPublic, DatasetUpdate
+from app.routes.deps import AdminUser, CurrentUser, SessionDep
 from app.services import dataset_service
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -21,7 +21,7 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
     response_model=DatasetPage,
     responses=error_responses(400, 401, 403),
 )
-async def list_datasets(user: CurrentUser, session: SessionDep, params: PageDep) -> DatasetPage:
+async def list_datasets(user: CurrentUser, session: SessionDep, params: PageDep) -> Page[Dataset]:
     """A page of the team's datasets, newest first, with exact row counts."""
     return await dataset_service.list_datasets(session, team_id=user.team_id, params=params)
 
@@ -32,14 +32,9 @@ async def list_datasets(user: CurrentUser, session: SessionDep, params: PageDep)
     response_model=DatasetPublic,
     responses=error_responses(400, 401, 403, 404),
 )
-async def get_dataset(
-    dataset_id: uuid.UUID, user: CurrentUser, session: SessionDep
-) -> DatasetPublic:
+async def get_dataset(dataset_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Dataset:
     """One dataset of the team."""
-    dataset = await dataset_service.get_dataset(
-        session, team_id=user.team_id, dataset_id=dataset_id
-    )
-    return dataset_service.public(dataset)
+    return await dataset_service.get_dataset(session, team_id=user.team_id, dataset_id=dataset_id)
 
 
 @router.post(
@@ -49,16 +44,12 @@ async def get_dataset(
     response_model=DatasetPublic,
     responses=error_responses(400, 401, 403, 404, 409),
 )
-async def create_dataset(
-    data: DatasetCreate, user: AdminUser, session: SessionDep
-) -> DatasetPublic:
+async def create_dataset(data: DatasetCreate, user: AdminUser, session: SessionDep) -> Dataset:
     """Create a dataset (admin) bound to a schema of the team (else 404).
 
     A name already used in the team (any case) is 409 DUPLICATE.
     """
-    return dataset_service.public(
-        await dataset_service.create_dataset(session, user=user, data=data)
-    )
+    return await dataset_service.create_dataset(session, user=user, data=data)
 
 
 @router.put(
@@ -69,12 +60,11 @@ async def create_dataset(
 )
 async def update_dataset(
     dataset_id: uuid.UUID, data: DatasetUpdate, user: AdminUser, session: SessionDep
-) -> DatasetPublic:
+) -> Dataset:
     """Rename or re-describe a dataset (admin); `schema_id` cannot change (400)."""
-    dataset = await dataset_service.update_dataset(
+    return await dataset_service.update_dataset(
         session, user=user, dataset_id=dataset_id, data=data
     )
-    return dataset_service.public(dataset)
 
 
 @router.delete(

@@ -11,16 +11,8 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.common.dependencies import (
-    CurrentUser,
-    EngineDep,
-    ImageFetcherDep,
-    SessionDep,
-    SettingsDep,
-)
 from app.common.exceptions import ErrorResponse
 from app.common.guarded_stream import GuardedStreamingResponse
-from app.common.import_upload import ImportUpload, read_file_import, read_import_request
 from app.common.openapi import error_responses
 from app.common.pagination import Page, PageDep
 from app.common.settings import Settings
@@ -40,6 +32,14 @@ from app.models.row import (
     RowUpdate,
 )
 from app.models.user import User
+from app.routes.deps import (
+    CurrentUser,
+    EngineDep,
+    ImageFetcherDep,
+    SessionDep,
+    SettingsDep,
+)
+from app.routes.import_upload import ImportUpload, read_file_import, read_import_request
 from app.services import (
     dataset_service,
     export_service,

@@ -6,10 +6,10 @@ import uuid
 
 from fastapi import APIRouter, Response
 
-from app.common.dependencies import AdminUser, CurrentUser, SessionDep
 from app.common.openapi import error_responses
-from app.common.pagination import PageDep
-from app.models.schema import SchemaCreate, SchemaPage, SchemaPublic, SchemaUpdate
+from app.common.pagination import Page, PageDep
+from app.models.schema import Schema, SchemaCreate, SchemaPage, SchemaPublic, SchemaUpdate
+from app.routes.deps import AdminUser, CurrentUser, SessionDep
 from app.services import schema_service
 
 router = APIRouter(prefix="/schemas", tags=["schemas"])
@@ -21,7 +21,7 @@ router = APIRouter(prefix="/schemas", tags=["schemas"])
     response_model=SchemaPage,
     responses=error_responses(400, 401, 403),
 )
-async def list_schemas(user: CurrentUser, session: SessionDep, params: PageDep) -> SchemaPage:
+async def list_schemas(user: CurrentUser, session: SessionDep, params: PageDep) -> Page[Schema]:
     """A page of the team's schemas with their fields, ordered by name."""
     return await schema_service.list_schemas(session, team_id=user.team_id, params=params)
 
@@ -32,7 +32,7 @@ async def list_schemas(user: CurrentUser, session: SessionDep, params: PageDep) 
     response_model=SchemaPublic,
     responses=error_responses(400, 401, 403, 404),
 )
-async def get_schema(schema_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> SchemaPublic:
+async def get_schema(schema_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Schema:
     """One schema of the team, fields in position order."""
     return await schema_service.get_schema(session, team_id=user.team_id, schema_id=schema_id)
 
@@ -44,7 +44,7 @@ async def get_schema(schema_id: uuid.UUID, user: CurrentUser, session: SessionDe
     response_model=SchemaPublic,
     responses=error_responses(400, 401, 403, 404, 409),
 )
-async def create_schema(data: SchemaCreate, user: AdminUser, session: SessionDep) -> SchemaPublic:
+async def create_schema(data: SchemaCreate, user: AdminUser, session: SessionDep) -> Schema:
     """Create a schema (admin), from `fields` or as a copy of `copy_from_schema_id`.
 
     Field configs are normalised: keys of another type are dropped, `null`/`""` optional numbers
@@ -64,7 +64,7 @@ async def create_schema(data: SchemaCreate, user: AdminUser, session: SessionDep
 )
 async def update_schema(
     schema_id: uuid.UUID, data: SchemaUpdate, user: AdminUser, session: SessionDep
-) -> SchemaPublic:
+) -> Schema:
     """Update a schema (admin); `fields`, when given, is the complete new list.
 
     An entry carrying the `id` of one of this schema's fields, or else the same name as an

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from app.common.cookies import set_access_cookie
-from app.common.dependencies import SessionDep, SettingsDep
 from app.common.openapi import error_responses
 from app.common.security import SESSION_LIFETIME
 from app.models.auth import SetupInit, SetupResult, SetupStatus
+from app.routes.deps import SessionDep, SettingsDep
 from app.services import auth_service, setup_service
 
 router = APIRouter(prefix="/setup", tags=["setup"])

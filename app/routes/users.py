@@ -6,23 +6,27 @@ import uuid
 
 from fastapi import APIRouter, Response
 
-from app.common.dependencies import AdminUser, CurrentUser, SessionDep
 from app.common.openapi import error_responses
-from app.common.pagination import PageDep
-from app.models.user import TempPassword, UserCreate, UserCreated, UserPage, UserPublic, UserUpdate
+from app.common.pagination import Page, PageDep
+from app.models.user import (
+    TempPassword,
+    User,
+    UserCreate,
+    UserCreated,
+    UserPage,
+    UserPublic,
+    UserUpdate,
+)
+from app.routes.deps import AdminUser, CurrentUser, SessionDep
 from app.services import user_service
 
 router = APIRouter(prefix="/users", tags=["users"])
 
 
-def _public(user: object) -> UserPublic:
-    return UserPublic.model_validate(user, from_attributes=True)
-
-
 @router.get(
     "", operation_id="users-list", response_model=UserPage, responses=error_responses(400, 401, 403)
 )
-async def list_users(user: AdminUser, session: SessionDep, params: PageDep) -> UserPage:
+async def list_users(user: AdminUser, session: SessionDep, params: PageDep) -> Page[User]:
     """A page of the team's users, ordered by email (admin)."""
     return await user_service.list_users(session, team_id=user.team_id, params=params)
 
@@ -33,9 +37,9 @@ async def list_users(user: AdminUser, session: SessionDep, params: PageDep) -> U
     response_model=UserPublic,
     responses=error_responses(400, 401, 403, 404),
 )
-async def get_user(user_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> UserPublic:
+async def get_user(user_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> User:
     """One user of the caller's team."""
-    return _public(await user_service.get_user(session, team_id=user.team_id, user_id=user_id))
+    return await user_service.get_user(session, team_id=user.team_id, user_id=user_id)
 
 
 @router.post(
@@ -51,7 +55,7 @@ async def create_user(data: UserCreate, user: AdminUser, session: SessionDep) ->
     Without `password` a strong one is generated. `temp_password` is shown only in this response.
     """
     created, password = await user_service.create_user(session, team_id=user.team_id, data=data)
-    return UserCreated(user=_public(created), temp_password=password)
+    return UserCreated(user=UserPublic.model_validate(created), temp_password=password)
 
 
 @router.put(
@@ -62,12 +66,11 @@ async def create_user(data: UserCreate, user: AdminUser, session: SessionDep) ->
 )
 async def update_user(
     user_id: uuid.UUID, data: UserUpdate, user: AdminUser, session: SessionDep
-) -> UserPublic:
+) -> User:
     """Change a user's role (admin). Demoting the team's last admin is 409 CONFLICT."""
-    updated = await user_service.change_role(
+    return await user_service.change_role(
         session, team_id=user.team_id, user_id=user_id, role=data.role
     )
-    return _public(updated)
 
 
 @router.delete(

@@ -8,19 +8,14 @@ from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.common.db_errors import duplicates_as_errors
-from app.common.pagination import PageParams
-from app.models.base import utcnow
-from app.models.dataset import Dataset, DatasetCreate, DatasetPage, DatasetPublic, DatasetUpdate
+from app.common.pagination import Page, PageParams
+from app.models.base import changes_of, utcnow
+from app.models.dataset import NAME_UNIQUE_KEY, Dataset, DatasetCreate, DatasetUpdate
 from app.models.user import User
 from app.services.schema_service import get_schema_row
 from app.services.team_scope import get_owned, page_owned
 
-NAME_TAKEN = {"datasets_team_name_key": "A dataset with this name already exists"}
-
-
-def public(dataset: Dataset) -> DatasetPublic:
-    """The dataset as the API shows it (counters included)."""
-    return DatasetPublic.model_validate(dataset, from_attributes=True)
+NAME_TAKEN = {NAME_UNIQUE_KEY: "A dataset with this name already exists"}
 
 
 async def get_dataset(
@@ -43,7 +38,7 @@ async def get_dataset(
 
 async def list_datasets(
     session: AsyncSession, *, team_id: uuid.UUID, params: PageParams
-) -> DatasetPage:
+) -> Page[Dataset]:
     """A page of the team's datasets, newest first.
 
     Two statements whatever the page holds: the counters are columns of the dataset, kept
@@ -56,7 +51,7 @@ async def list_datasets(
         order_by=(col(Dataset.created_at).desc(), col(Dataset.id).desc()),
         params=params,
     )
-    return DatasetPage.build([public(item) for item in datasets], total, params)
+    return Page[Dataset].build(datasets, total, params)
 
 
 async def create_dataset(session: AsyncSession, *, user: User, data: DatasetCreate) -> Dataset:
@@ -91,11 +86,7 @@ async def update_dataset(
         DuplicateException: when the new name is taken in the team.
     """
     dataset = await get_dataset(session, team_id=user.team_id, dataset_id=dataset_id, lock=True)
-    changes = data.model_dump(exclude_unset=True)
-    if changes.get("name") is not None:
-        dataset.name = changes["name"]
-    if "description" in changes:
-        dataset.description = changes["description"]
+    dataset.sqlmodel_update(changes_of(data, kept_when_null={"name"}))
     dataset.updated_by, dataset.updated_at = user.id, utcnow()
     async with duplicates_as_errors(session, NAME_TAKEN):
         session.add(dataset)

@@ -29,12 +29,12 @@ from sqlalchemy.dialects.postgresql import ARRAY, TEXT, UUID
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.common.exceptions import AppException, PayloadTooLargeException, ValidationException
+from app.domain.field_types import FieldRule, FieldValueError, parse_text
 from app.models.base import utcnow
 from app.models.dataset import Dataset
 from app.models.row import ImportResult
 from app.models.user import User
 from app.services import dataset_service
-from app.services.field_types import FieldRule, FieldValueError, parse_text
 from app.services.image_fetch import ImageFetcher
 from app.services.row_service import field_rules
 from app.services.row_values import PENDING, computed_status, validate_data

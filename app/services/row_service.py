@@ -6,7 +6,7 @@ in a second short transaction that re-reads the schema's fields under a share lo
 concurrent schema change waits for it, or it for the schema change).
 
 The stored `image_url` is the normalized URL the fetcher requested (trimmed, no fragment,
-percent-encoded; see `image_fetcher.check_url`), never the raw input. An image already in the
+percent-encoded; see `image_fetch.url_policy.check_url`), never the raw input. An image already in the
 dataset is refused with `409 DUPLICATE` whose detail names the row holding it (`row_id`).
 """
 
@@ -18,23 +18,29 @@ from typing import Any
 
 from sqlalchemy import delete, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import joinedload
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.common.db_errors import unique_constraint
 from app.common.exceptions import DuplicateException, ErrorDetail, NotFoundException
-from app.common.pagination import PageParams
+from app.common.pagination import Page, PageParams
+from app.domain.field_types import FieldRule
 from app.models.base import utcnow
 from app.models.dataset import Dataset
-from app.models.row import DatasetRow, RowCreate, RowPage, RowPublic, RowSort, RowUpdate
+from app.models.row import (
+    IMAGE_UNIQUE_KEY,
+    DatasetRow,
+    RowCreate,
+    RowSort,
+    RowStatus,
+    RowUpdate,
+)
 from app.models.user import User
 from app.services import dataset_service, schema_service
-from app.services.field_types import FieldRule
-from app.services.image_fetcher import ImageFetcher, normalize_url
+from app.services.image_fetch import ImageFetcher, normalize_url
 from app.services.row_values import PENDING, REVIEWED, computed_status, validate_data
 
-IMAGE_KEY = "dataset_rows_dataset_image_key"
 IMAGE_TAKEN = "This image is already in the dataset"
 
 _SORT_COLUMNS: dict[str, tuple[Any, bool]] = {
@@ -44,36 +50,12 @@ _SORT_COLUMNS: dict[str, tuple[Any, bool]] = {
     "-updated_at": (DatasetRow.updated_at, True),
 }
 
-_creator = aliased(User)
-_updater = aliased(User)
-
-
-def _public(
-    row: DatasetRow, created_by_email: str | None, updated_by_email: str | None
-) -> RowPublic:
-    return RowPublic(
-        id=row.id,
-        dataset_id=row.dataset_id,
-        image_url=row.image_url,
-        image_hash=row.image_hash,
-        data=row.data,
-        status=row.status,  # type: ignore[arg-type]
-        created_by=row.created_by,
-        created_by_email=created_by_email,
-        created_at=row.created_at,
-        updated_by=row.updated_by,
-        updated_by_email=updated_by_email,
-        updated_at=row.updated_at,
-    )
-
-
-def _with_emails() -> Any:
-    """Rows with their author's and last editor's emails, in one query (no query per row)."""
-    return (
-        select(DatasetRow, col(_creator.email), col(_updater.email))
-        .outerjoin(_creator, col(_creator.id) == col(DatasetRow.created_by))
-        .outerjoin(_updater, col(_updater.id) == col(DatasetRow.updated_by))
-    )
+WITH_AUTHORS = (
+    joinedload(DatasetRow.creator),  # type: ignore[arg-type]
+    joinedload(DatasetRow.updater),  # type: ignore[arg-type]
+)
+"""Loads each row's author and last editor (for their emails) by joins in the same statement,
+so a page of rows stays one statement."""
 
 
 async def field_rules(
@@ -96,14 +78,16 @@ async def field_rules(
 
 async def get_row(
     session: AsyncSession, *, team_id: uuid.UUID, dataset_id: uuid.UUID, row_id: uuid.UUID
-) -> RowPublic:
-    """One row, reached only through its own dataset of the caller's team.
+) -> DatasetRow:
+    """One row with its author and last editor, reached only through its own dataset of the
+    caller's team.
 
     Raises:
         NotFoundException: when the row is not in that dataset, or the dataset not in the team.
     """
     query = (
-        _with_emails()
+        select(DatasetRow)
+        .options(*WITH_AUTHORS)
         .join(Dataset, col(Dataset.id) == col(DatasetRow.dataset_id))
         .where(
             DatasetRow.id == row_id,
@@ -111,11 +95,10 @@ async def get_row(
             Dataset.team_id == team_id,
         )
     )
-    found = (await session.exec(query)).first()
-    if found is None:
+    row = (await session.exec(query)).first()
+    if row is None:
         raise NotFoundException("Row not found")
-    row, created_by_email, updated_by_email = found
-    return _public(row, created_by_email, updated_by_email)
+    return row
 
 
 async def _row_record(
@@ -163,7 +146,7 @@ async def _save(session: AsyncSession, row: DatasetRow, *, team_id: uuid.UUID) -
         await session.commit()
     except IntegrityError as error:
         await session.rollback()
-        if unique_constraint(error) != IMAGE_KEY:
+        if unique_constraint(error) != IMAGE_UNIQUE_KEY:
             raise
         holder = await _row_holding_image(
             session, team_id=team_id, dataset_id=dataset_id, image_hash=image_hash
@@ -178,10 +161,11 @@ async def list_rows(
     team_id: uuid.UUID,
     dataset_id: uuid.UUID,
     params: PageParams,
-    status: str | None = None,
+    status: RowStatus | None = None,
     sort: RowSort = "-updated_at",
-) -> RowPage:
-    """A page of the dataset's rows, filtered by status, in a stable order (ties by id).
+) -> Page[DatasetRow]:
+    """A page of the dataset's rows with their authors, filtered by status, in a stable order
+    (ties by id).
 
     The total comes from the dataset's counters, so no row is counted.
     """
@@ -195,16 +179,15 @@ async def list_rows(
             col(DatasetRow.id),
         ]
     )
-    query = _with_emails().where(DatasetRow.dataset_id == dataset.id)
+    query = select(DatasetRow).options(*WITH_AUTHORS).where(DatasetRow.dataset_id == dataset.id)
     if status is not None:
         query = query.where(DatasetRow.status == status)
     query = query.order_by(*order).offset(params.offset).limit(params.page_size)
-    results = (await session.exec(query)).all()
-    items = [_public(row, created, updated) for row, created, updated in results]
-    return RowPage.build(items, _count(dataset, status), params)
+    rows = list((await session.exec(query)).all())
+    return Page[DatasetRow].build(rows, _count(dataset, status), params)
 
 
-def _count(dataset: Dataset, status: str | None) -> int:
+def _count(dataset: Dataset, status: RowStatus | None) -> int:
     if status == PENDING:
         return dataset.pending_count
     if status == REVIEWED:
@@ -214,7 +197,7 @@ def _count(dataset: Dataset, status: str | None) -> int:
 
 async def review_queue(
     session: AsyncSession, *, team_id: uuid.UUID, dataset_id: uuid.UUID, params: PageParams
-) -> RowPage:
+) -> Page[DatasetRow]:
     """The pending rows, oldest first."""
     return await list_rows(
         session,
@@ -233,7 +216,7 @@ async def create_row(
     user: User,
     dataset_id: uuid.UUID,
     data: RowCreate,
-) -> RowPublic:
+) -> DatasetRow:
     """Create a row: validate `data`, download and hash the image, store both.
 
     Fields left out or unset that have a `default_value` get it; the status is computed. The
@@ -262,11 +245,11 @@ async def create_row(
         image_hash=image.md5,
         data=stored,
         status=computed_status(rules, stored),
-        created_by=user.id,
-        updated_by=user.id,
+        creator=user,
+        updater=user,
     )
     await _save(session, row, team_id=user.team_id)
-    return _public(row, user.email, user.email)
+    return row
 
 
 async def update_row(
@@ -277,7 +260,7 @@ async def update_row(
     dataset_id: uuid.UUID,
     row_id: uuid.UUID,
     data: RowUpdate,
-) -> RowPublic:
+) -> DatasetRow:
     """Change a row's image, values or status.
 
     `data`, when given, replaces the whole map and the status is recomputed, unless an explicit
@@ -377,7 +360,7 @@ async def bulk_update_status(
     user: User,
     dataset_id: uuid.UUID,
     row_ids: Sequence[uuid.UUID],
-    status: str,
+    status: RowStatus,
 ) -> None:
     """Set the status of several rows, all or nothing.
 

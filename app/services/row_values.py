@@ -6,10 +6,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from app.common.exceptions import ErrorDetail, ValidationException
-from app.services.field_types import FieldRule, FieldValueError, check_value, is_unset, parse_text
+from app.domain.field_types import FieldRule, FieldValueError, check_value, is_unset, parse_text
+from app.models.row import RowStatus
 
-PENDING = "pending"
-REVIEWED = "reviewed"
+PENDING: RowStatus = "pending"
+REVIEWED: RowStatus = "reviewed"
 
 
 def value_error(rule: FieldRule, message: str, *, prefix: str = "body.data") -> ValidationException:
@@ -52,7 +53,7 @@ def validate_data(
     return stored
 
 
-def computed_status(rules: Sequence[FieldRule], stored: Mapping[str, Any]) -> str:
+def computed_status(rules: Sequence[FieldRule], stored: Mapping[str, Any]) -> RowStatus:
     """`reviewed` when every required field holds a value, else `pending`."""
     complete = all(not is_unset(stored.get(rule.id)) for rule in rules if rule.required)
     return REVIEWED if complete else PENDING

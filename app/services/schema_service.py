@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, exists, func, text
 from sqlalchemy.dialects.postgresql import ARRAY, TEXT
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -20,29 +21,34 @@ from app.common.exceptions import (
     ValidationException,
     sqlstate_of,
 )
-from app.common.pagination import PageParams
-from app.models.base import utcnow
+from app.common.pagination import Page, PageParams
+from app.domain.field_types import FieldRule, FieldValueError, normalize_config, parse_text
+from app.models.base import changes_of, utcnow
 from app.models.dataset import Dataset
 from app.models.schema import (
+    FIELD_NAME_UNIQUE_KEY,
+    NAME_UNIQUE_KEY,
     FieldCreate,
-    FieldPublic,
     FieldUpdate,
     Schema,
     SchemaCreate,
     SchemaField,
-    SchemaPage,
-    SchemaPublic,
     SchemaUpdate,
+    field_order,
 )
 from app.models.user import User
-from app.services.field_types import FieldRule, FieldValueError, normalize_config, parse_text
 from app.services.team_scope import get_owned, page_owned
 
 DEFAULT_SCHEMA_NAME = "Boolean Template"
 DEFAULT_SCHEMA_DESCRIPTION = (
     "Default template for boolean classification with predicted value, name, and description"
 )
-NAME_TAKEN = {"schemas_team_name_key": "A schema with this name already exists"}
+NAME_TAKEN = {
+    NAME_UNIQUE_KEY: "A schema with this name already exists",
+    FIELD_NAME_UNIQUE_KEY: "Another field of the schema has the same name",
+}
+WITH_FIELDS = selectinload(Schema.fields)  # type: ignore[arg-type]
+"""Loads a schema's fields, in `field_order`, in one more statement for any number of schemas."""
 
 
 def rule_of(schema_field: SchemaField) -> FieldRule:
@@ -97,32 +103,16 @@ def _check_unique_names(entries: Sequence[FieldCreate]) -> None:
         seen.add(key)
 
 
-def _public(schema: Schema, fields: Sequence[SchemaField]) -> SchemaPublic:
-    ordered = sorted(fields, key=lambda item: (item.position, item.name.lower(), str(item.id)))
-    return SchemaPublic(
-        id=schema.id,
-        name=schema.name,
-        description=schema.description,
-        team_id=schema.team_id,
-        created_by=schema.created_by,
-        created_at=schema.created_at,
-        updated_by=schema.updated_by,
-        updated_at=schema.updated_at,
-        fields=[FieldPublic.model_validate(item, from_attributes=True) for item in ordered],
-    )
-
-
-async def _fields_of(session: AsyncSession, schema_ids: Sequence[uuid.UUID]) -> list[SchemaField]:
-    if not schema_ids:
-        return []
-    query = select(SchemaField).where(col(SchemaField.schema_id).in_(schema_ids))
-    return list((await session.exec(query)).all())
-
-
 async def get_schema_row(
-    session: AsyncSession, *, team_id: uuid.UUID, schema_id: uuid.UUID, lock: bool = False
+    session: AsyncSession,
+    *,
+    team_id: uuid.UUID,
+    schema_id: uuid.UUID,
+    lock: bool = False,
+    with_fields: bool = False,
 ) -> Schema:
-    """The team's schema record (without fields); with `lock`, locked for update.
+    """The team's schema record; with `lock`, locked for update; with `with_fields`, its
+    `fields` loaded (else reading them raises).
 
     Raises:
         NotFoundException: when no such schema is in this team.
@@ -134,40 +124,38 @@ async def get_schema_row(
         record_id=schema_id,
         not_found="Schema not found",
         lock=lock,
+        options=[WITH_FIELDS] if with_fields else [],
     )
 
 
 async def get_fields(session: AsyncSession, *, schema_id: uuid.UUID) -> list[SchemaField]:
-    """The fields of a schema (already scoped by the caller), in position order."""
-    fields = await _fields_of(session, [schema_id])
-    return sorted(fields, key=lambda item: (item.position, item.name.lower(), str(item.id)))
+    """The fields of a schema (already scoped by the caller), in `field_order`."""
+    query = select(SchemaField).where(SchemaField.schema_id == schema_id).order_by(*field_order())
+    return list((await session.exec(query)).all())
 
 
-async def get_schema(
-    session: AsyncSession, *, team_id: uuid.UUID, schema_id: uuid.UUID
-) -> SchemaPublic:
-    """One schema of the team with its fields."""
-    schema = await get_schema_row(session, team_id=team_id, schema_id=schema_id)
-    return _public(schema, await _fields_of(session, [schema.id]))
+async def get_schema(session: AsyncSession, *, team_id: uuid.UUID, schema_id: uuid.UUID) -> Schema:
+    """One schema of the team with its fields.
+
+    Raises:
+        NotFoundException: when no such schema is in this team.
+    """
+    return await get_schema_row(session, team_id=team_id, schema_id=schema_id, with_fields=True)
 
 
 async def list_schemas(
     session: AsyncSession, *, team_id: uuid.UUID, params: PageParams
-) -> SchemaPage:
-    """A page of the team's schemas ordered by name, each with its fields (three queries)."""
+) -> Page[Schema]:
+    """A page of the team's schemas ordered by name, each with its fields (three statements)."""
     schemas, total = await page_owned(
         session,
         Schema,
         team_id=team_id,
         order_by=(func.lower(Schema.name), col(Schema.id)),
         params=params,
+        options=[WITH_FIELDS],
     )
-    fields = await _fields_of(session, [schema.id for schema in schemas])
-    by_schema: dict[uuid.UUID, list[SchemaField]] = {}
-    for item in fields:
-        by_schema.setdefault(item.schema_id, []).append(item)
-    items = [_public(schema, by_schema.get(schema.id, [])) for schema in schemas]
-    return SchemaPage.build(items, total, params)
+    return Page[Schema].build(schemas, total, params)
 
 
 def _new_field(schema_id: uuid.UUID, index: int, entry: FieldCreate) -> SchemaField:
@@ -195,7 +183,7 @@ def _copy_field(schema_id: uuid.UUID, source: SchemaField) -> SchemaField:
     )
 
 
-async def create_schema(session: AsyncSession, *, user: User, data: SchemaCreate) -> SchemaPublic:
+async def create_schema(session: AsyncSession, *, user: User, data: SchemaCreate) -> Schema:
     """Create a schema from a field list, or as a copy of another schema of the team.
 
     Raises:
@@ -228,8 +216,9 @@ async def create_schema(session: AsyncSession, *, user: User, data: SchemaCreate
         session.add(schema)
         await session.flush()
         session.add_all(fields)
+        created = await get_schema(session, team_id=user.team_id, schema_id=schema.id)
         await session.commit()
-    return _public(schema, fields)
+    return created
 
 
 async def add_default_schema(
@@ -324,7 +313,7 @@ async def _remove_values(
 
 async def _replace_fields(
     session: AsyncSession, schema: Schema, entries: Sequence[FieldUpdate]
-) -> list[SchemaField]:
+) -> None:
     """Apply a complete new field list, keeping the ids of matched fields.
 
     Raises:
@@ -358,20 +347,17 @@ async def _replace_fields(
         await session.exec(delete(SchemaField).where(col(SchemaField.id).in_(removed)))
     session.add_all(kept)
     await session.flush()
-    result: list[SchemaField] = []
     for index, (entry, match) in enumerate(zip(entries, matches)):
         if match is None:
             match = _new_field(schema.id, index, entry)
         match.name = entry.name
         session.add(match)
-        result.append(match)
     await session.flush()
-    return result
 
 
 async def update_schema(
     session: AsyncSession, *, user: User, schema_id: uuid.UUID, data: SchemaUpdate
-) -> SchemaPublic:
+) -> Schema:
     """Change a schema's name, description and (when given) its whole field list.
 
     Field ids are stable: an entry with the id of one of this schema's fields, or else the
@@ -385,20 +371,15 @@ async def update_schema(
         DuplicateException: when the new name is taken in the team.
     """
     schema = await get_schema_row(session, team_id=user.team_id, schema_id=schema_id, lock=True)
-    changes = data.model_dump(exclude_unset=True, exclude={"fields"})
-    if "name" in changes and changes["name"] is not None:
-        schema.name = changes["name"]
-    if "description" in changes:
-        schema.description = changes["description"]
+    schema.sqlmodel_update(changes_of(data, kept_when_null={"name"}, exclude={"fields"}))
     async with duplicates_as_errors(session, NAME_TAKEN):
         if data.fields is not None:
-            fields = await _replace_fields(session, schema, data.fields)
-        else:
-            fields = await get_fields(session, schema_id=schema.id)
+            await _replace_fields(session, schema, data.fields)
         schema.updated_by, schema.updated_at = user.id, utcnow()
         session.add(schema)
+        updated = await get_schema(session, team_id=user.team_id, schema_id=schema.id)
         await session.commit()
-    return _public(schema, fields)
+    return updated
 
 
 async def delete_schema(session: AsyncSession, *, team_id: uuid.UUID, schema_id: uuid.UUID) -> None:

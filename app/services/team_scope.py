@@ -7,9 +7,11 @@ like an id that does not exist.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any, Protocol, TypeVar, cast
 
 from sqlalchemy import func
+from sqlalchemy.sql.base import ExecutableOption
 from sqlmodel import SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -35,14 +37,19 @@ async def get_owned(
     record_id: uuid.UUID,
     not_found: str,
     lock: bool = False,
+    options: Sequence[ExecutableOption] = (),
 ) -> ModelT:
     """The team's record of `model` with this id; with `lock`, locked until the transaction ends.
+
+    `options` are loader options, such as the relationships to load with the record.
 
     Raises:
         NotFoundException: with `not_found` when no such record is in this team.
     """
     columns = cast(TeamOwned, model)
-    query = select(model).where(columns.id == record_id, columns.team_id == team_id)
+    query = (
+        select(model).options(*options).where(columns.id == record_id, columns.team_id == team_id)
+    )
     if lock:
         query = query.with_for_update()
     record = (await session.exec(query)).first()
@@ -58,9 +65,11 @@ async def page_owned(
     team_id: uuid.UUID,
     order_by: tuple[Any, ...],
     params: PageParams,
+    options: Sequence[ExecutableOption] = (),
 ) -> tuple[list[ModelT], int]:
     """One page of the team's records in the given order (ties must be broken by id), and the
-    total count: two statements whatever the page holds.
+    total count: two statements whatever the page holds, plus one per relationship that
+    `options` load with `selectinload`.
     """
     columns = cast(TeamOwned, model)
     total = (
@@ -71,6 +80,7 @@ async def page_owned(
     records = (
         await session.exec(
             select(model)
+            .options(*options)
             .where(columns.team_id == team_id)
             .order_by(*order_by)
             .offset(params.offset)

@@ -10,10 +10,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.common.db_errors import commit_or_duplicate
 from app.common.exceptions import ConflictException, ForbiddenException
-from app.common.pagination import PageParams
+from app.common.pagination import Page, PageParams
 from app.common.security import generate_password, hash_password
 from app.models.base import utcnow
-from app.models.user import Role, User, UserCreate, UserPage, UserPublic
+from app.models.user import Role, User, UserCreate
 from app.services.team_scope import get_owned, page_owned
 from app.services.team_service import EMAIL_TAKEN, lock_team
 
@@ -29,13 +29,14 @@ async def find_by_id(session: AsyncSession, user_id: uuid.UUID) -> User | None:
     return (await session.exec(select(User).where(User.id == user_id))).first()
 
 
-async def list_users(session: AsyncSession, *, team_id: uuid.UUID, params: PageParams) -> UserPage:
+async def list_users(
+    session: AsyncSession, *, team_id: uuid.UUID, params: PageParams
+) -> Page[User]:
     """A page of the team's users, ordered by email."""
     users, total = await page_owned(
         session, User, team_id=team_id, order_by=(col(User.email), col(User.id)), params=params
     )
-    items = [UserPublic.model_validate(user, from_attributes=True) for user in users]
-    return UserPage.build(items, total, params)
+    return Page[User].build(users, total, params)
 
 
 async def get_user(session: AsyncSession, *, team_id: uuid.UUID, user_id: uuid.UUID) -> User:

@@ -17,7 +17,7 @@ from app.common.exceptions import ForbiddenException, UnauthorizedException
 from app.common.settings import Settings
 from app.models.user import User
 from app.services import auth_service
-from app.services.image_fetcher import ImageFetcher
+from app.services.image_fetch import ImageFetcher
 
 BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 

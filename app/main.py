@@ -10,12 +10,18 @@ from fastapi import APIRouter, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from app.common.body_limit import BodyLimitMiddleware, body_limit_for
-from app.common.database import apply_schema_if_empty, create_engine, create_sessionmaker
+from app.common.database import (
+    create_engine,
+    create_export_engine,
+    create_sessionmaker,
+)
 from app.common.exceptions import install_exception_handlers
+from app.common.migrations import ensure_at_head, upgrade_to_head
 from app.common.openapi import error_responses, install_openapi
 from app.common.settings import ConfigurationError, Settings, get_settings
 from app.routes import auth, datasets, health, rows, schemas, setup, team, users
-from app.services.image_fetcher import ImageFetcher, create_http_client
+from app.routes.docs import OAUTH2_REDIRECT_URL, install_docs
+from app.services.image_fetch import ImageFetcher, create_http_client
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +47,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(database_url)
         http_client = create_http_client()
         app.state.engine = engine
+        export_engine = create_export_engine(database_url, pool_size=settings.export_pool_size)
+        app.state.export_engine = export_engine
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.read_sessionmaker = create_sessionmaker(engine, autocommit=True)
         app.state.image_fetcher = ImageFetcher(
@@ -50,18 +58,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_private=settings.allow_private_image_urls,
         )
         try:
-            await apply_schema_if_empty(engine)
+            await (upgrade_to_head if settings.auto_migrate else ensure_at_head)(engine)
             yield
         finally:
             await http_client.close()
+            await export_engine.dispose()
             await engine.dispose()
 
     app = FastAPI(
         title="AITrace API",
         version="1.0.0",
         description=DESCRIPTION,
-        docs_url="/api/docs",
-        redoc_url="/api/redoc",
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=OAUTH2_REDIRECT_URL,
         openapi_url="/api/openapi.json",
         lifespan=lifespan,
         responses=error_responses(500),
@@ -69,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_exception_handlers(app)
     install_openapi(app)
+    install_docs(app)
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit_for(settings.import_max_bytes))
     if settings.cors_origins:
         app.add_middleware(

@@ -12,8 +12,9 @@ from pathlib import Path
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from app.common.database import apply_schema_if_empty, create_engine
+from app.common.database import create_engine
 from app.common.embedded_db import start_embedded_database
+from app.common.migrations import upgrade_to_head
 from app.common.settings import normalize_database_url
 
 TABLES = (
@@ -41,7 +42,7 @@ async def _create_database(server_url: str, name: str) -> str:
     url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
     engine = create_engine(url)
     try:
-        await apply_schema_if_empty(engine)
+        await upgrade_to_head(engine)
     finally:
         await engine.dispose()
     return url
@@ -56,8 +57,12 @@ async def _drop_database(server_url: str, name: str) -> None:
 
 
 @contextmanager
-def fresh_database(server_url: str | None) -> Iterator[str]:
-    """Create a new database built from schema.sql on the given server (or an embedded one).
+def fresh_database(server_url: str | None, *, label: str = "main") -> Iterator[str]:
+    """Create a new database, migrated to head, on the given server (or an embedded one).
+
+    Without `server_url`, a PostgreSQL of its own is started in a new temporary folder, so that
+    concurrent test processes (xdist workers, parallel runs) never share a server. `label` (an
+    identifier, e.g. the xdist worker's id) appears in the folder's and the database's names.
 
     Yields:
         The asyncpg SQLAlchemy URL of the new database; it is dropped afterwards.
@@ -65,11 +70,11 @@ def fresh_database(server_url: str | None) -> Iterator[str]:
     embedded = None
     workdir = None
     if server_url is None:
-        workdir = tempfile.TemporaryDirectory(prefix="aitrace-test-")
+        workdir = tempfile.TemporaryDirectory(prefix=f"aitrace-test-{label}-")
         embedded = start_embedded_database(Path(workdir.name))
         server_url = embedded.url
     server_url = normalize_database_url(server_url)
-    name = f"aitrace_test_{uuid.uuid4().hex[:12]}"
+    name = f"aitrace_test_{label}_{uuid.uuid4().hex[:12]}"
     url = asyncio.run(_create_database(server_url, name))
     try:
         yield url

@@ -109,15 +109,26 @@ def test_history_lists_the_revisions_without_a_database(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists(), "history needs no database"
 
 
-async def test_upgrade_by_hand(database_url: str, tmp_path: Path) -> None:
+async def test_upgrade_by_hand_then_check_the_models(database_url: str, tmp_path: Path) -> None:
     async with scratch_database(database_url) as url:
         assert succeeded(aitrace("db", "current", cwd=tmp_path, DATABASE_URL=url)) == "(empty)\n"
+        behind = failure_line(aitrace("db", "check", cwd=tmp_path, DATABASE_URL=url), 1)
+        assert "aitrace db upgrade" in behind
         upgraded = succeeded(aitrace("db", "upgrade", cwd=tmp_path, DATABASE_URL=url))
         assert f"from (empty) to {head_revision()} (head)" in upgraded
         current = succeeded(aitrace("db", "current", cwd=tmp_path, DATABASE_URL=url))
         assert current == f"{head_revision()} (head)\n"
         again = succeeded(aitrace("db", "upgrade", cwd=tmp_path, DATABASE_URL=url))
         assert again.startswith("Already at head")
+        checked = succeeded(aitrace("db", "check", cwd=tmp_path, DATABASE_URL=url))
+        assert "The models match" in checked
+        connection = await asyncpg.connect(asyncpg_dsn(url))
+        try:
+            await connection.execute("ALTER TABLE teams ADD COLUMN drifted integer")
+        finally:
+            await connection.close()
+        drift = failure_line(aitrace("db", "check", cwd=tmp_path, DATABASE_URL=url), 1)
+        assert "differ" in drift and "drifted" in drift
 
 
 async def test_create_admin_sets_up_an_empty_instance_then_joins_its_team(

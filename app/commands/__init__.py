@@ -83,6 +83,9 @@ def add_operator_commands(commands: argparse._SubParsersAction[argparse.Argument
     db_commands.add_parser(
         "history", help="list the schema revisions of this version"
     ).set_defaults(handler="db:history")
+    db_commands.add_parser(
+        "check", help="compare the models with the migrated database (alembic check)"
+    ).set_defaults(handler="db:check")
     dump = db_commands.add_parser("dump", help="write the database to FILE (pg_dump -Fc)")
     dump.add_argument("file", metavar="FILE")
     dump.set_defaults(handler="backup:dump")

@@ -1,10 +1,11 @@
-"""The async engine, sessions, and applying `database/schema.sql` to an empty database."""
+"""The async engine, its connection pools, and request sessions.
+
+The data model itself is created and upgraded by the Alembic revisions (`app/common/migrations.py`).
+"""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
@@ -13,12 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.util.concurrency import await_
 from sqlmodel.ext.asyncio.session import AsyncSession
-
-logger = logging.getLogger(__name__)
-
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "database" / "schema.sql"
-SCHEMA_LOCK_ID = 0x41495452
-"""Advisory lock key ("AITR") held while the schema is applied, so concurrent starts agree."""
 
 CONNECT_TIMEOUT_SECONDS = 5.0
 """A connection attempt to a database that is down fails after this long (then 503)."""
@@ -128,29 +123,6 @@ async def session_scope(
         finally:
             if session.in_transaction():
                 await session.rollback()
-
-
-async def apply_schema_if_empty(engine: AsyncEngine, schema_sql: str | None = None) -> bool:
-    """Create the data model when the database has none of it yet.
-
-    Runs in one transaction under an advisory lock, so that several processes starting at once
-    apply it exactly once.
-
-    Returns:
-        True when the schema was applied, False when it was already there.
-    """
-    sql = schema_sql if schema_sql is not None else SCHEMA_PATH.read_text(encoding="utf-8")
-    async with engine.begin() as conn:
-        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_ID})
-        exists = (
-            await conn.execute(text("SELECT to_regclass('public.teams') IS NOT NULL"))
-        ).scalar()
-        if exists:
-            return False
-        raw = await conn.get_raw_connection()
-        await raw.driver_connection.execute(sql)  # type: ignore[union-attr]
-    logger.info("Applied database/schema.sql to an empty database")
-    return True
 
 
 async def ping(engine: AsyncEngine) -> None:

@@ -1,8 +1,15 @@
-"""Test session: one PostgreSQL database built from schema.sql; each test gets an app and client.
+"""Test session: one PostgreSQL database migrated to head; each test gets an app and client.
 
 Isolation is by truncation after each test rather than a rolled-back outer transaction, because
 several tests need real, separately committed transactions (concurrent requests racing for a
 unique index, two app instances sharing the login throttle).
+
+The suite runs on pytest-xdist workers (`-n auto` in pyproject.toml; `-n 0` runs it in one
+process). Each worker is its own pytest session, so it gets its own database (and, unless
+`TEST_DATABASE_URL` is set, its own embedded PostgreSQL), image server and temporary folders.
+
+Passwords are hashed at `TEST_ARGON2_COST` rather than the service's production cost, which
+`tests/test_security.py` covers on its own.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy import text
 
+from app.common.security import PRODUCTION_ARGON2_COST, Argon2Cost, configure_password_hashing
 from app.common.settings import Settings
 from app.main import create_app
 from tests.database import TABLES, fresh_database
@@ -25,12 +33,29 @@ from tests.image_server import ImageServer, unique_png
 
 BASE_URL = "https://testserver"
 TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
+TEST_ARGON2_COST = Argon2Cost(time_cost=1, memory_cost=8, parallelism=1)
+"""Argon2id's smallest cost (1 iteration, 8 KiB): a hash takes microseconds instead of ~50 ms."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cheap_password_hashing() -> Iterator[None]:
+    """Hash passwords at `TEST_ARGON2_COST` for the whole session, then restore production's."""
+    configure_password_hashing(TEST_ARGON2_COST)
+    try:
+        yield
+    finally:
+        configure_password_hashing(PRODUCTION_ARGON2_COST)
 
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
-    """A fresh database for the whole session (embedded unless TEST_DATABASE_URL is set)."""
-    with fresh_database(os.environ.get("TEST_DATABASE_URL")) as url:
+    """A fresh database for this session, i.e. for this xdist worker.
+
+    It lives on an embedded PostgreSQL of the worker's own, unless `TEST_DATABASE_URL` names a
+    server to create it on.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    with fresh_database(os.environ.get("TEST_DATABASE_URL"), label=worker) as url:
         yield url
 
 

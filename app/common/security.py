@@ -19,8 +19,49 @@ SESSION_LIFETIME = timedelta(hours=24)
 REMEMBER_ME_LIFETIME = timedelta(days=7)
 TEMP_PASSWORD_LENGTH = 20
 
-_password_hash = PasswordHash((Argon2Hasher(time_cost=2, memory_cost=19456, parallelism=1),))
-"""Argon2id with OWASP's recommended minimum cost (19 MiB, 2 iterations, 1 lane)."""
+
+@dataclass(frozen=True)
+class Argon2Cost:
+    """The work an Argon2id hash takes: iterations, memory in KiB, and lanes.
+
+    Every hash records its own cost (`$argon2id$v=19$m=...,t=...,p=...$`), so a hash stays
+    verifiable whatever cost is configured when it is checked.
+    """
+
+    time_cost: int
+    memory_cost: int
+    parallelism: int
+
+
+PRODUCTION_ARGON2_COST = Argon2Cost(time_cost=2, memory_cost=19456, parallelism=1)
+"""OWASP's recommended minimum for Argon2id (19 MiB, 2 iterations, 1 lane): the service's cost."""
+
+
+def password_hasher(cost: Argon2Cost) -> PasswordHash:
+    """An Argon2id hasher producing hashes of the given cost."""
+    return PasswordHash(
+        (
+            Argon2Hasher(
+                time_cost=cost.time_cost,
+                memory_cost=cost.memory_cost,
+                parallelism=cost.parallelism,
+            ),
+        )
+    )
+
+
+_password_hash = password_hasher(PRODUCTION_ARGON2_COST)
+
+
+def configure_password_hashing(cost: Argon2Cost) -> None:
+    """Hash new passwords (and the unknown-account dummy) with `cost` from now on, process-wide.
+
+    The service never calls this and always runs at `PRODUCTION_ARGON2_COST`; the test suite
+    lowers the cost to keep fixtures fast. Hashes made before the change still verify.
+    """
+    global _password_hash
+    _password_hash = password_hasher(cost)
+    _dummy_hash.cache_clear()
 
 
 async def hash_password(password: str) -> str:
@@ -41,6 +82,7 @@ async def verify_password(password: str, password_hash: str | None) -> bool:
 
 @lru_cache(maxsize=1)
 def _dummy_hash() -> str:
+    """A hash of a random password at the configured cost, verified for unknown accounts."""
     return _password_hash.hash(secrets.token_urlsafe(16))
 
 

@@ -6,7 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from app.common.body_limit import BodyLimitMiddleware, body_limit_for
@@ -89,10 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["*"],
             allow_headers=["*"],
         )
-    api = APIRouter(prefix=API_PREFIX)
-    api.include_router(health.router)
+    app.include_router(health.router, prefix=API_PREFIX)
     for module in (setup, auth, team, users, schemas, datasets, rows):
-        # Every route of these uses the database, so any of them answers 503 while it is down.
-        api.include_router(module.router, responses=error_responses(503))
-    app.include_router(api)
+        app.include_router(module.router, prefix=API_PREFIX, responses=error_responses(503))
     return app

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,9 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
+@lru_cache(maxsize=1)
 def head_revision() -> str:
-    """The newest revision the code knows."""
+    """The newest revision the code knows (read once per process from the revision files)."""
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     if head is None:
         raise RuntimeError("no migration revisions found")
@@ -88,7 +90,13 @@ def _upgrade(connection: Connection) -> str | None:
 
 
 async def upgrade_to_head(engine: AsyncEngine) -> None:
-    """Apply every pending revision, under the migration lock, in one transaction."""
+    """Apply every pending revision, under the migration lock, in one transaction.
+
+    A database already at head (every start but the first after an upgrade) is recognised by
+    one query, without the lock or Alembic's environment.
+    """
+    if await current_revision(engine) == head_revision():
+        return
     async with engine.begin() as conn:
         await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_ID})
         before = await conn.run_sync(_upgrade)

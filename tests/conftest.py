@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager
 import pytest
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
+from pydantic import SecretStr
 from sqlalchemy import text
 
 from app.common.security import PRODUCTION_ARGON2_COST, Argon2Cost, configure_password_hashing
@@ -35,6 +36,16 @@ BASE_URL = "https://testserver"
 TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
 TEST_ARGON2_COST = Argon2Cost(time_cost=1, memory_cost=8, parallelism=1)
 """Argon2id's smallest cost (1 iteration, 8 KiB): a hash takes microseconds instead of ~50 ms."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the `slow` tests first.
+
+    They mostly wait (for servers to start, PostgreSQL to restart, images served slowly), so
+    started early they overlap with the fast tests on the other xdist workers instead of
+    finishing alone at the end of the run. The order is otherwise kept.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -108,16 +119,45 @@ async def _truncate(app: FastAPI) -> None:
         await conn.execute(text(f"TRUNCATE {', '.join(TABLES)} CASCADE"))
 
 
+SettingsKey = tuple[tuple[str, str], ...]
+
+_idle_apps: dict[SettingsKey, list[FastAPI]] = {}
+"""Applications built by earlier tests of this process and not running now, by settings."""
+
+
+def _settings_key(settings: Settings) -> SettingsKey:
+    """Every setting's value, secrets included, as a hashable key."""
+    return tuple(
+        (name, str(value.get_secret_value() if isinstance(value, SecretStr) else value))
+        for name, value in settings
+    )
+
+
 @asynccontextmanager
-async def running_app(settings: Settings, *, truncate: bool = True) -> AsyncIterator[FastAPI]:
-    """An application with its lifespan running; with `truncate`, the tables are emptied after."""
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        try:
-            yield application
-        finally:
-            if truncate:
-                await _truncate(application)
+async def running_app(
+    settings: Settings, *, truncate: bool = True, reuse: bool = True
+) -> AsyncIterator[FastAPI]:
+    """An application with its lifespan running; with `truncate`, the tables are emptied after.
+
+    Its lifespan is new: a new engine and pools, a new HTTP client for images, state set afresh.
+    The application object itself, with `reuse`, is one that an earlier test built with the same
+    settings and has finished with: FastAPI builds an application's routes on its first requests,
+    ~0.2 s a time, more than most tests take. Two applications running at once (a test of two
+    processes sharing a database) are always two objects. A test that changes the application
+    itself (mounts routes) asks for a fresh one with `reuse=False`.
+    """
+    idle = _idle_apps.setdefault(_settings_key(settings), []) if reuse else []
+    application = idle.pop() if idle else create_app(settings)
+    try:
+        async with application.router.lifespan_context(application):
+            try:
+                yield application
+            finally:
+                if truncate:
+                    await _truncate(application)
+    finally:
+        if reuse:
+            idle.append(application)
 
 
 @pytest.fixture

@@ -37,6 +37,7 @@ async def _create_database(server_url: str, name: str) -> str:
     admin = await asyncpg.connect(asyncpg_dsn(server_url))
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
     finally:
         await admin.close()
     url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
@@ -63,6 +64,8 @@ def fresh_database(server_url: str | None, *, label: str = "main") -> Iterator[s
     Without `server_url`, a PostgreSQL of its own is started in a new temporary folder, so that
     concurrent test processes (xdist workers, parallel runs) never share a server. `label` (an
     identifier, e.g. the xdist worker's id) appears in the folder's and the database's names.
+    The database commits without waiting for its WAL flush (`synchronous_commit = off`): no test
+    needs durability across a crash of PostgreSQL itself.
 
     Yields:
         The asyncpg SQLAlchemy URL of the new database; it is dropped afterwards.

@@ -1,10 +1,13 @@
-"""The `aitrace` command, started as a real subprocess with its own DATA_DIR."""
+"""The `aitrace serve` command: as the installed console script, with its own DATA_DIR.
+
+Starts that fail before serving (bad configuration, unusable database, port taken) run as
+commands forked from a process that has imported `aitrace` already (`tests/command_runner.py`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,8 +20,8 @@ import psutil
 import pytest
 from sqlalchemy.engine import make_url
 
+from tests.command_runner import run_command
 from tests.server_process import (
-    AITRACE,
     ServerProcess,
     clean_env,
     free_port,
@@ -66,6 +69,7 @@ async def _query(data_dir: Path, sql: str, *args: object) -> object:
         await connection.close()
 
 
+@pytest.mark.slow
 def test_serve_answers_ready_and_keeps_data_across_restart(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     team_id = uuid.uuid4()
@@ -87,6 +91,7 @@ def test_serve_answers_ready_and_keeps_data_across_restart(tmp_path: Path) -> No
     assert (data_dir / "secret_key").read_text() == first_key
 
 
+@pytest.mark.slow
 def test_serve_stops_embedded_database_on_sigterm(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     pgdata = (data_dir / "postgres").resolve()
@@ -103,6 +108,7 @@ def test_serve_stops_embedded_database_on_sigterm(tmp_path: Path) -> None:
         httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=2)
 
 
+@pytest.mark.slow
 def test_two_servers_share_one_data_directory(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     pgdata = (data_dir / "postgres").resolve()
@@ -135,12 +141,12 @@ def test_two_servers_share_one_data_directory(tmp_path: Path) -> None:
 def test_bad_configuration_stops_with_one_line(
     tmp_path: Path, overrides: dict[str, str], variable: str
 ) -> None:
-    result = subprocess.run(
-        [AITRACE, "serve", "--port", str(free_port())],
+    result = run_command(
+        "serve",
+        "--port",
+        str(free_port()),
         env=clean_env(DATA_DIR=str(tmp_path / "data"), **overrides),
-        capture_output=True,
-        text=True,
-        timeout=60,
+        cwd=tmp_path,
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -163,16 +169,6 @@ def _with(url: str, *, username: str | None = None, database: str | None = None)
     return parsed.render_as_string(hide_password=False)
 
 
-def _run_serve(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [AITRACE, "serve", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 @pytest.mark.parametrize(
     ("url_of", "reason"),
     [
@@ -191,10 +187,12 @@ def _run_serve(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[s
 def test_unusable_database_url_stops_with_one_line(
     tmp_path: Path, database_url: str, url_of: Callable[[str], str], reason: str
 ) -> None:
-    result = _run_serve(
-        clean_env(DATA_DIR=str(tmp_path / "data"), DATABASE_URL=url_of(database_url)),
+    result = run_command(
+        "serve",
         "--port",
         str(free_port()),
+        env=clean_env(DATA_DIR=str(tmp_path / "data"), DATABASE_URL=url_of(database_url)),
+        cwd=tmp_path,
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -211,13 +209,20 @@ def test_port_in_use_stops_with_one_line_and_no_banner(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = _run_serve(clean_env(DATA_DIR=str(tmp_path / "data")), "--port", str(port))
+        result = run_command(
+            "serve",
+            "--port",
+            str(port),
+            env=clean_env(DATA_DIR=str(tmp_path / "data")),
+            cwd=tmp_path,
+        )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines == [f"aitrace: cannot listen on 127.0.0.1:{port}: address already in use"]
     assert not (tmp_path / "data" / "postgres").exists(), "nothing starts when the port is taken"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_banner_is_printed_once_when_the_port_accepts_connections(
     tmp_path: Path, database_url: str, workers: int

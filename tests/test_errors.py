@@ -16,13 +16,22 @@ from sqlalchemy import text
 
 from app.common.body_limit import DEFAULT_MAX_BODY_BYTES
 from app.common.pagination import Page, PageDep
+from app.common.settings import Settings
 from app.routes.deps import SessionDep
+from tests.conftest import running_app
 
 
 class ProbeBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     email: str = Field(min_length=3)
     count: int
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """An application of its own for each test here, never a reused one: probes are mounted."""
+    async with running_app(settings, reuse=False) as application:
+        yield application
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
-"""The operator's commands (`aitrace --version`, `db ...`, `user ...`, `config`) as subprocesses.
+"""The operator's commands (`aitrace --version`, `db ...`, `user ...`, `config`) as processes.
 
-Most tests point `DATABASE_URL` at a scratch database on the test session's server, which starts
+Each command runs in a process of its own, forked from one that has imported `aitrace` already
+(`tests/command_runner.py`); `--version` and `serve` start the installed console script. Most tests point `DATABASE_URL` at a scratch database on the test session's server, which starts
 nothing; one test runs the commands end to end on embedded databases in their own `DATA_DIR`s.
 What a command did is checked as a user would see it: its output and exit status, and the API
 (log in with the printed password, old tokens refused, restored data back).
@@ -23,6 +24,7 @@ from httpx import AsyncClient
 
 from app.common.migrations import head_revision
 from app.common.settings import Settings
+from tests.command_runner import run_command
 from tests.conftest import make_client, running_app
 from tests.database import asyncpg_dsn
 from tests.factories import (
@@ -36,20 +38,10 @@ from tests.factories import (
 from tests.server_process import AITRACE, ServerProcess, clean_env, free_port, wait_ready
 from tests.test_migrations import scratch_database
 
-COMMAND_TIMEOUT = 180.0
-"""Generous: a command on a fresh DATA_DIR runs initdb first, slow on a loaded machine."""
-
 
 def aitrace(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """Run `aitrace ARGS` in `cwd` (where no `.env` is) with `env` added to a clean environment."""
-    return subprocess.run(
-        [AITRACE, *args],
-        env=clean_env(**env),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT,
-    )
+    return run_command(*args, env=clean_env(**env), cwd=cwd)
 
 
 def succeeded(result: subprocess.CompletedProcess[str]) -> str:
@@ -98,7 +90,11 @@ async def activate(client: AsyncClient, email: str, temp: str) -> dict[str, str]
 
 
 def test_version_prints_the_package_version(tmp_path: Path) -> None:
-    output = succeeded(aitrace("--version", cwd=tmp_path))
+    """The console script itself, as installed, rather than a forked command."""
+    result = subprocess.run(
+        [AITRACE, "--version"], env=clean_env(), cwd=tmp_path, capture_output=True, text=True
+    )
+    output = succeeded(result)
     assert output.strip() == f"aitrace {version('aitrace')}"
 
 
@@ -325,6 +321,7 @@ def test_configuration_problems_stop_a_command_with_one_line(
     assert "pw@" not in line
 
 
+@pytest.mark.slow
 async def test_serve_listens_on_port_from_the_environment(
     database_url: str, tmp_path: Path
 ) -> None:

@@ -36,7 +36,12 @@ Authenticate with the `access_token` cookie set by `POST /api/v1/auth/login`, or
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the application; the database engine is created in its lifespan."""
+    """Build the application; the database engine is created in its lifespan.
+
+    Every router is included directly under `/api/v1` (not through an intermediate router, which
+    would make FastAPI build each route twice). Every route but health uses the database, so
+    their OpenAPI entries list the 503 a database outage produces.
+    """
     settings = settings or get_settings()
     if settings.database_url is None:
         raise ConfigurationError("DATABASE_URL is not set (start the service with `aitrace serve`)")

@@ -83,11 +83,14 @@ def test_serve_answers_ready_and_keeps_data_across_restart(tmp_path: Path) -> No
                 team_id,
             )
         )
+    assert "Database upgraded from revision (empty) to" in server.stderr
+    assert "[alembic" not in server.stderr, "Alembic's INFO chatter is for LOG_LEVEL=DEBUG"
     assert (data_dir / "secret_key").stat().st_mode & 0o077 == 0
     first_key = (data_dir / "secret_key").read_text()
     with running_server(data_dir) as (server, port):
         name = asyncio.run(_query(data_dir, "SELECT name FROM teams WHERE id = $1", team_id))
         assert name == "kept"
+    assert "Database upgraded" not in server.stderr, "a database at head is left alone"
     assert (data_dir / "secret_key").read_text() == first_key
 
 

@@ -8,9 +8,18 @@ from typing import Any
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
 
 
+def alembic_level(level: str) -> str:
+    """Alembic's own level: its per-start INFO chatter (plugins, "Context impl") only at DEBUG.
+
+    AITrace logs the outcome of a migration itself ("Database upgraded from ... to ...").
+    """
+    return level if logging.getLevelName(level) <= logging.DEBUG else "WARNING"
+
+
 def configure_logging(level: str) -> None:
     """Send every log record to stderr in the service's format."""
     logging.basicConfig(level=level, format=LOG_FORMAT, force=True)
+    logging.getLogger("alembic").setLevel(alembic_level(level))
 
 
 def uvicorn_log_config(level: str) -> dict[str, Any]:
@@ -31,5 +40,6 @@ def uvicorn_log_config(level: str) -> dict[str, Any]:
             "uvicorn": {"level": level},
             "uvicorn.error": {"level": level},
             "uvicorn.access": {"level": level},
+            "alembic": {"level": alembic_level(level)},
         },
     }

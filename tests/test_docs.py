@@ -9,20 +9,18 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-import socket
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from httpx import AsyncClient
 
 from app.common.settings import Settings
 from app.main import create_app
 from tests.conftest import make_client
+from tests.uvicorn_server import serve_app
 
 DOC_PAGES = ("/api/docs", "/api/redoc")
 CONTENT_TYPES = {".js": "javascript", ".css": "text/css", ".png": "image/png"}
@@ -108,26 +106,6 @@ def test_docs_routes_are_not_in_the_schema(docs_app: FastAPI) -> None:
 # --- A real browser --------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def serve_without_lifespan(application: FastAPI) -> AsyncIterator[str]:
-    """Serve `application` on 127.0.0.1 (no lifespan, so no database) and yield its base URL."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(application, lifespan="off", log_level="warning"))
-    task = asyncio.create_task(server.serve(sockets=[listener]))
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        listener.close()
-
-
 async def rendered_dom(url: str) -> str:
     """The page's DOM after its scripts ran, in headless Chromium that can reach no other host."""
     process = await asyncio.create_subprocess_exec(
@@ -160,7 +138,7 @@ def operations(schema: dict[str, Any]) -> list[tuple[str, str]]:
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
 async def test_browser_renders_every_operation_offline(docs_app: FastAPI) -> None:
     expected = operations(docs_app.openapi())
-    async with serve_without_lifespan(docs_app) as base_url:
+    async with serve_app(docs_app, lifespan=False) as base_url:
         swagger = await rendered_dom(f"{base_url}/api/docs")
         redoc = await rendered_dom(f"{base_url}/api/redoc")
     assert 'class="btn authorize' in swagger

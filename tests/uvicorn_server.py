@@ -17,22 +17,19 @@ from fastapi import FastAPI
 from tests.conftest import _truncate
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @asynccontextmanager
-async def serve_app(application: FastAPI) -> AsyncIterator[str]:
-    """Serve `application` (lifespan included) and yield its base URL; tables emptied after."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning")
-    )
-    task = asyncio.create_task(server.serve())
+async def serve_app(application: FastAPI, *, lifespan: bool = True) -> AsyncIterator[str]:
+    """Serve `application` on 127.0.0.1 and yield its base URL.
+
+    With `lifespan` the app starts as in production (database included) and the tables are
+    emptied afterwards; without it, only what needs no database (the docs pages) works.
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    config = uvicorn.Config(application, lifespan="on" if lifespan else "off", log_level="warning")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[listener]))
     while not server.started:
         if task.done():
             task.result()
@@ -40,6 +37,8 @@ async def serve_app(application: FastAPI) -> AsyncIterator[str]:
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        await _truncate(application)
+        if lifespan:
+            await _truncate(application)
         server.should_exit = True
         await task
+        listener.close()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -186,30 +187,52 @@ Parts: `file` (the CSV), `column_mapping` (a JSON object, as a string) and optio
 {IMPORT_RULES}"""
 
 
+@dataclass(frozen=True)
+class ImportContext:
+    """What both import operations need besides the request: caller, database, configuration."""
+
+    user: User
+    session: AsyncSession
+    engine: AsyncEngine
+    settings: Settings
+    fetcher: ImageFetcher
+
+
+async def import_context(
+    user: CurrentUser,
+    session: SessionDep,
+    engine: EngineDep,
+    settings: SettingsDep,
+    fetcher: ImageFetcherDep,
+) -> ImportContext:
+    """Gather the import operations' dependencies into one parameter."""
+    return ImportContext(user, session, engine, settings, fetcher)
+
+
+ImportContextDep = Annotated[ImportContext, Depends(import_context)]
+
+
 async def _run_import(
     request: Request,
     read: Callable[..., Awaitable[ImportUpload]],
     *,
     dataset_id: uuid.UUID,
-    user: User,
-    session: AsyncSession,
-    engine: AsyncEngine,
-    settings: Settings,
-    fetcher: ImageFetcher,
+    context: ImportContext,
 ) -> ImportResult:
     """Check the dataset, take one of the team's import slots, then read the body and import.
 
     The body is read only once the slot is held, so refused requests cost no memory.
     """
-    await dataset_service.get_dataset(session, team_id=user.team_id, dataset_id=dataset_id)
-    await session.commit()
+    user, settings = context.user, context.settings
+    await dataset_service.get_dataset(context.session, team_id=user.team_id, dataset_id=dataset_id)
+    await context.session.commit()
     async with import_slot(
-        engine, team_id=user.team_id, limit=settings.import_max_concurrent_per_team
+        context.engine, team_id=user.team_id, limit=settings.import_max_concurrent_per_team
     ):
         with await read(request, max_bytes=settings.import_max_bytes) as upload:
             return await import_service.import_csv(
-                session,
-                fetcher,
+                context.session,
+                context.fetcher,
                 user=user,
                 dataset_id=dataset_id,
                 lines=upload.lines,
@@ -235,23 +258,10 @@ async def _run_import(
 async def import_rows(
     dataset_id: uuid.UUID,
     request: Request,
-    user: CurrentUser,
-    session: SessionDep,
-    engine: EngineDep,
-    settings: SettingsDep,
-    fetcher: ImageFetcherDep,
+    context: ImportContextDep,
 ) -> ImportResult:
     """Import rows from CSV text given inline as JSON (see `JSON_IMPORT_DESCRIPTION`)."""
-    return await _run_import(
-        request,
-        read_import_request,
-        dataset_id=dataset_id,
-        user=user,
-        session=session,
-        engine=engine,
-        settings=settings,
-        fetcher=fetcher,
-    )
+    return await _run_import(request, read_import_request, dataset_id=dataset_id, context=context)
 
 
 @router.post(
@@ -270,23 +280,10 @@ async def import_rows(
 async def import_rows_file(
     dataset_id: uuid.UUID,
     request: Request,
-    user: CurrentUser,
-    session: SessionDep,
-    engine: EngineDep,
-    settings: SettingsDep,
-    fetcher: ImageFetcherDep,
+    context: ImportContextDep,
 ) -> ImportResult:
     """Import rows from an uploaded CSV file (see `FILE_IMPORT_DESCRIPTION`)."""
-    return await _run_import(
-        request,
-        read_file_import,
-        dataset_id=dataset_id,
-        user=user,
-        session=session,
-        engine=engine,
-        settings=settings,
-        fetcher=fetcher,
-    )
+    return await _run_import(request, read_file_import, dataset_id=dataset_id, context=context)
 
 
 EXPORT_RETRY_AFTER = {

@@ -1,8 +1,8 @@
 """Test session: one PostgreSQL database migrated to head; each test gets an app and client.
 
-Isolation is by truncation after each test rather than a rolled-back outer transaction, because
-several tests need real, separately committed transactions (concurrent requests racing for a
-unique index, two app instances sharing the login throttle).
+Isolation is by emptying the tables after each test rather than a rolled-back outer
+transaction, because several tests need real, separately committed transactions (concurrent
+requests racing for a unique index, two app instances sharing the login throttle).
 
 The suite runs on pytest-xdist workers (`-n auto` in pyproject.toml; `-n 0` runs it in one
 process). Each worker is its own pytest session, so it gets its own database (and, unless

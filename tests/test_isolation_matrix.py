@@ -211,6 +211,7 @@ VALID_BODIES: dict[str, BodyBuilder] = {
     "datasets-update": lambda victim: {"name": "Renamed dataset"},
     "rows-create": lambda victim: {"image_url": victim.spare_image_url},
     "rows-update": lambda victim: {"status": "reviewed"},
+    "rows-patch": lambda victim: {"status": "reviewed"},
     "rows-bulk-update-status": lambda victim: {
         "row_ids": [victim.path_ids["row_id"]],
         "status": "reviewed",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
@@ -185,6 +186,90 @@ async def test_update_row_rejects_invalid_data_and_changes_nothing(
         assert_error(response, 400, "VALIDATION_ERROR")
     stored = await client.get(path, headers=catalog.member.headers)
     assert stored.json() == row
+
+
+async def test_patch_row_merges_data_key_by_key_and_recomputes_status(
+    app: FastAPI, client: AsyncClient, catalog: Catalog, image_url: ImageUrl
+) -> None:
+    row = await create_row(client, catalog, image_url(), catalog.data(label="cat", note="hello"))
+    path = f"{catalog.rows_path}/{row['id']}"
+    headers = catalog.admin.headers
+
+    async def patch(body: dict[str, Any]) -> dict[str, Any]:
+        response = await client.patch(path, json=body, headers=headers)
+        assert response.status_code == 200, response.text
+        patched: dict[str, Any] = response.json()
+        return patched
+
+    one_key = await patch({"data": catalog.data(note="bye")})
+    assert one_key["data"] == catalog.data(label="cat", note="bye", verified=False)
+    assert one_key["status"] == "reviewed"
+    assert one_key["updated_by_email"] == catalog.admin.email
+    unset = await patch({"data": catalog.data(label=None, confidence=0.5)})
+    assert unset["data"] == catalog.data(confidence=0.5, note="bye", verified=False)
+    assert unset["status"] == "pending", "the required label is gone"
+    assert await dataset_counts(client, catalog) == (1, 1)
+    empty_string = await patch({"data": catalog.data(note="", label="dog")})
+    assert empty_string["data"] == catalog.data(label="dog", confidence=0.5, verified=False)
+    assert empty_string["status"] == "reviewed"
+    explicit = await patch({"data": catalog.data(verified=True), "status": "pending"})
+    assert explicit["status"] == "pending", "an explicit status wins over the computed one"
+    status_only = await patch({"status": "reviewed"})
+    assert status_only["data"] == catalog.data(label="dog", confidence=0.5, verified=True)
+    assert await dataset_counts(client, catalog) == (1, 0)
+    stored = await client.get(path, headers=headers)
+    assert stored.json() == status_only
+
+    replaced = await client.put(path, json={"data": catalog.data(note="x")}, headers=headers)
+    assert replaced.json()["data"] == catalog.data(note="x"), "PUT still replaces the whole map"
+
+
+async def test_patch_row_rejects_invalid_data_and_changes_nothing(
+    app: FastAPI, client: AsyncClient, catalog: Catalog, image_url: ImageUrl
+) -> None:
+    row = await create_row(client, catalog, image_url(), catalog.data(label="cat"))
+    path = f"{catalog.rows_path}/{row['id']}"
+    for body in (
+        {"data": catalog.data(label="cow")},
+        {"data": {**catalog.data(note="fine"), "nope": 1}},
+        {"data": catalog.data(confidence=2)},
+        {"status": "archived"},
+        {"data": ["not", "an", "object"]},
+    ):
+        response = await client.patch(path, json=body, headers=catalog.member.headers)
+        assert_error(response, 400, "VALIDATION_ERROR")
+    stored = await client.get(path, headers=catalog.member.headers)
+    assert stored.json() == row
+    missing = await client.patch(
+        f"{catalog.rows_path}/{uuid.uuid4()}",
+        json={"status": "reviewed"},
+        headers=catalog.member.headers,
+    )
+    assert_error(missing, 404, "NOT_FOUND")
+
+
+async def test_concurrent_patches_of_different_keys_all_take_effect(
+    app: FastAPI, client: AsyncClient, catalog: Catalog, image_url: ImageUrl
+) -> None:
+    row = await create_row(client, catalog, image_url(), catalog.data(label="cat"))
+    path = f"{catalog.rows_path}/{row['id']}"
+    changes = [
+        catalog.data(note="from the first reviewer"),
+        catalog.data(confidence=0.25),
+        catalog.data(verified=True),
+        catalog.data(label="dog"),
+    ]
+    responses = await asyncio.gather(
+        *(
+            client.patch(path, json={"data": change}, headers=catalog.member.headers)
+            for change in changes
+        )
+    )
+    assert [response.status_code for response in responses] == [200] * len(changes)
+    stored = await client.get(path, headers=catalog.member.headers)
+    assert stored.json()["data"] == catalog.data(
+        label="dog", confidence=0.25, note="from the first reviewer", verified=True
+    )
 
 
 async def test_update_row_image_url_rehashes_and_checks_duplicates(

@@ -82,6 +82,13 @@ class RowUpdate(RequestModel):
     status: RowStatus | None = None
 
 
+class RowPatch(RowUpdate):
+    """Changes to part of a row; `data` is merged into the stored values key by key.
+
+    A key mapped to `null` (or `""`) unsets that field; keys left out keep their values.
+    """
+
+
 class RowPublic(RowBase):
     data: dict[str, Any]
     status: RowStatus

@@ -27,6 +27,7 @@ from app.models.row import (
     RowCreate,
     RowIds,
     RowPage,
+    RowPatch,
     RowPublic,
     RowSort,
     RowStatus,
@@ -442,6 +443,29 @@ async def update_row(
     """
     return await row_service.update_row(
         session, fetcher, user=user, dataset_id=dataset_id, row_id=row_id, data=data
+    )
+
+
+@router.patch(
+    "/{row_id}", operation_id="rows-patch", response_model=RowPublic, responses=WRITE_ERRORS
+)
+async def patch_row(
+    dataset_id: uuid.UUID,
+    row_id: uuid.UUID,
+    data: RowPatch,
+    user: CurrentUser,
+    session: SessionDep,
+    fetcher: ImageFetcherDep,
+) -> DatasetRow:
+    """Change part of a row. `data` is merged into the stored values key by key: a key mapped to
+    `null` (or `""`) unsets that field, keys left out keep their values, and the status is
+    recomputed from the result.
+
+    An explicit `status` wins over the computed one; `image_url` works as in `PUT`. Concurrent
+    PATCHes of different keys all take effect. `PUT` keeps its replace-the-whole-map semantics.
+    """
+    return await row_service.update_row(
+        session, fetcher, user=user, dataset_id=dataset_id, row_id=row_id, data=data, merge=True
     )
 
 

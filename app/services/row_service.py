@@ -104,9 +104,15 @@ async def get_row(
 async def _row_record(
     session: AsyncSession, *, dataset_id: uuid.UUID, row_id: uuid.UUID, lock: bool = False
 ) -> DatasetRow:
+    """The row, by id within the dataset; with `lock`, locked and re-read from the database.
+
+    The locked read overwrites what the session loaded earlier (`populate_existing`): without it
+    the identity map hands back the values read before the lock, and a merge would build on
+    values another transaction has since changed.
+    """
     query = select(DatasetRow).where(DatasetRow.id == row_id, DatasetRow.dataset_id == dataset_id)
     if lock:
-        query = query.with_for_update()
+        query = query.with_for_update().execution_options(populate_existing=True)
     row = (await session.exec(query)).first()
     if row is None:
         raise NotFoundException("Row not found")
@@ -260,12 +266,16 @@ async def update_row(
     dataset_id: uuid.UUID,
     row_id: uuid.UUID,
     data: RowUpdate,
+    merge: bool = False,
 ) -> DatasetRow:
     """Change a row's image, values or status.
 
-    `data`, when given, replaces the whole map and the status is recomputed, unless an explicit
-    `status` is given, which wins. A new `image_url` is downloaded and hashed again; a URL
-    whose normalized form is the stored one is unchanged (nothing is downloaded).
+    `data`, when given, replaces the whole map (with `merge`, it is merged into the stored map
+    key by key, `null` unsetting a key) and the status is recomputed from the result, unless an
+    explicit `status` is given, which wins. The merge happens on the row as read under its row
+    lock, so concurrent changes of different keys all survive. A new `image_url` is downloaded
+    and hashed again; a URL whose normalized form is the stored one is unchanged (nothing is
+    downloaded).
 
     Raises:
         NotFoundException: when the row is not in this dataset of the caller's team.
@@ -292,7 +302,8 @@ async def update_row(
     if image is not None:
         row.image_url, row.image_hash = image.url, image.md5
     if data.data is not None:
-        row.data = validate_data(rules, data.data, apply_defaults=False)
+        changes = {**row.data, **data.data} if merge else data.data
+        row.data = validate_data(rules, changes, apply_defaults=False)
         row.status = computed_status(rules, row.data)
     if data.status is not None:
         row.status = data.status

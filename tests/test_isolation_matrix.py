@@ -217,6 +217,8 @@ VALID_BODIES: dict[str, BodyBuilder] = {
         "status": "reviewed",
     },
     "rows-bulk-delete": lambda victim: [victim.path_ids["row_id"]],
+    "rows-queue-claim": lambda victim: {"count": 5},
+    "rows-queue-release": lambda victim: {},
     "rows-import": lambda victim: {
         "file_content": f"image_url\n{victim.spare_image_url}\n",
         "column_mapping": {"image_url": "image_url"},

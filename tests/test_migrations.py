@@ -109,11 +109,37 @@ async def _fill_first_release(conn: asyncpg.Connection) -> dict[str, uuid.UUID]:
     return ids
 
 
-async def _snapshot(conn: asyncpg.Connection) -> dict[str, list[tuple[object, ...]]]:
-    tables = ("teams", "users", "schemas", "schema_fields", "datasets", "dataset_rows")
+FIRST_RELEASE_TABLES = ("teams", "users", "schemas", "schema_fields", "datasets", "dataset_rows")
+
+
+async def _first_release_columns(conn: asyncpg.Connection) -> dict[str, list[str]]:
+    """The columns each table has in the first release (read before the upgrade)."""
     return {
-        table: [tuple(record) for record in await conn.fetch(f"SELECT * FROM {table} ORDER BY id")]
-        for table in tables
+        table: [
+            record["column_name"]
+            for record in await conn.fetch(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position",
+                table,
+            )
+        ]
+        for table in FIRST_RELEASE_TABLES
+    }
+
+
+async def _snapshot(
+    conn: asyncpg.Connection, columns: dict[str, list[str]]
+) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of the first release's tables, in its first-release columns.
+
+    Later revisions may add columns; what was stored before must read back the same.
+    """
+    return {
+        table: [
+            tuple(record)
+            for record in await conn.fetch(f"SELECT {', '.join(names)} FROM {table} ORDER BY id")
+        ]
+        for table, names in columns.items()
     }
 
 
@@ -124,7 +150,8 @@ async def test_upgrade_keeps_every_row_counter_and_login_of_the_first_release(
         conn = await asyncpg.connect(asyncpg_dsn(url))
         try:
             ids = await _fill_first_release(conn)
-            before = await _snapshot(conn)
+            columns = await _first_release_columns(conn)
+            before = await _snapshot(conn, columns)
             counters = await conn.fetchrow("SELECT rows_count, pending_count FROM datasets")
         finally:
             await conn.close()
@@ -148,7 +175,7 @@ async def test_upgrade_keeps_every_row_counter_and_login_of_the_first_release(
 
         conn = await asyncpg.connect(asyncpg_dsn(url))
         try:
-            assert await _snapshot(conn) == before
+            assert await _snapshot(conn, columns) == before
             await conn.execute(
                 "UPDATE dataset_rows SET status = 'reviewed' WHERE status = 'pending'"
             )

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from sqlalchemy import CheckConstraint, Column, Index, String, UniqueConstraint
+from sqlalchemy import CheckConstraint, Column, DateTime, Index, String, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, Relationship, SQLModel
 
@@ -49,6 +49,10 @@ class DatasetRow(RowBase, table=True):
     updated_by: uuid.UUID | None = user_ref_field()
     created_at: datetime = timestamp_field()
     updated_at: datetime = timestamp_field()
+    claimed_by: uuid.UUID | None = user_ref_field()
+    claim_expires_at: datetime | None = Field(
+        default=None, sa_type=DateTime(timezone=True), nullable=True
+    )
     creator: User | None = Relationship(
         sa_relationship_kwargs={"lazy": "raise", "foreign_keys": "[DatasetRow.created_by]"}
     )
@@ -98,6 +102,55 @@ class RowPublic(RowBase):
     updated_by: uuid.UUID | None
     updated_by_email: str | None
     updated_at: datetime
+    claimed_by: uuid.UUID | None = Field(
+        default=None, description="The reviewer whose lease on the row may still run (see claim)"
+    )
+    claim_expires_at: datetime | None = Field(
+        default=None, description="When that lease ends; after it the row is back in the queue"
+    )
+
+
+MAX_CLAIM = 50
+MAX_LEASE_SECONDS = 3600
+
+
+class ClaimRequest(RequestModel):
+    """How many pending rows to take, and for how long."""
+
+    count: int = Field(default=1, ge=1, le=MAX_CLAIM)
+    lease_seconds: int = Field(default=600, ge=10, le=MAX_LEASE_SECONDS)
+
+
+class ClaimedRows(SQLModel):
+    """The rows handed to the caller, oldest first; possibly fewer than asked, or none."""
+
+    items: list[RowPublic]
+
+
+class ReleaseRequest(RequestModel):
+    """The caller's claims to give back; all of them in this dataset when `row_ids` is absent."""
+
+    row_ids: Annotated[list[uuid.UUID], Field(max_length=MAX_BULK_IDS)] | None = None
+
+
+class ReleasedRows(SQLModel):
+    released: int = Field(description="How many of the caller's leases ended")
+
+
+class ReviewerStats(SQLModel):
+    user_id: uuid.UUID
+    email: str
+    reviewed_today: int = Field(
+        description="Reviewed rows last changed by this user since 00:00 UTC"
+    )
+    reviewed_total: int = Field(description="Reviewed rows last changed by this user")
+
+
+class DatasetStats(SQLModel):
+    rows_count: int
+    pending_count: int
+    claimed_count: int = Field(description="Pending rows under a lease that has not expired")
+    reviewers: list[ReviewerStats]
 
 
 class RowPage(Page[RowPublic]):

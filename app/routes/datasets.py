@@ -9,8 +9,9 @@ from fastapi import APIRouter, Response
 from app.common.openapi import error_responses
 from app.common.pagination import Page, PageDep
 from app.models.dataset import Dataset, DatasetCreate, DatasetPage, DatasetPublic, DatasetUpdate
+from app.models.row import DatasetStats
 from app.routes.deps import AdminUser, CurrentUser, SessionDep
-from app.services import dataset_service
+from app.services import dataset_service, review_service
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -35,6 +36,20 @@ async def list_datasets(user: CurrentUser, session: SessionDep, params: PageDep)
 async def get_dataset(dataset_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Dataset:
     """One dataset of the team."""
     return await dataset_service.get_dataset(session, team_id=user.team_id, dataset_id=dataset_id)
+
+
+@router.get(
+    "/{dataset_id}/stats",
+    operation_id="datasets-stats",
+    response_model=DatasetStats,
+    responses=error_responses(400, 401, 403, 404),
+)
+async def dataset_stats(
+    dataset_id: uuid.UUID, user: CurrentUser, session: SessionDep
+) -> DatasetStats:
+    """Review progress: the row counters, the pending rows under an active lease, and per
+    reviewer the reviewed rows they last changed, today (since 00:00 UTC) and in total."""
+    return await review_service.review_stats(session, team_id=user.team_id, dataset_id=dataset_id)
 
 
 @router.post(

@@ -20,10 +20,14 @@ from app.common.settings import Settings
 from app.models.row import (
     BulkRowIds,
     BulkStatusUpdate,
+    ClaimedRows,
+    ClaimRequest,
     DatasetRow,
     ExportFormat,
     ImportRequest,
     ImportResult,
+    ReleasedRows,
+    ReleaseRequest,
     RowCreate,
     RowIds,
     RowPage,
@@ -47,6 +51,7 @@ from app.services import (
     export_service,
     export_slots,
     import_service,
+    review_service,
     row_service,
 )
 from app.services.image_fetch import ImageFetcher
@@ -90,6 +95,52 @@ async def review_queue(
     return await row_service.review_queue(
         session, team_id=user.team_id, dataset_id=dataset_id, params=params
     )
+
+
+@router.post(
+    "/queue/claim",
+    operation_id="rows-queue-claim",
+    response_model=ClaimedRows,
+    responses=READ_ERRORS,
+)
+async def claim_rows(
+    dataset_id: uuid.UUID, data: ClaimRequest, user: CurrentUser, session: SessionDep
+) -> dict[str, list[DatasetRow]]:
+    """Take up to `count` (1-50) of the oldest pending rows that nobody holds, leased to you for
+    `lease_seconds` (10-3600, default 600).
+
+    Reviewers claiming at once never get the same row. Rows you already hold are not handed out
+    again. The lease ends when the row is saved (`PUT`, `PATCH`, bulk status), when you release
+    it, or when it expires, and the row is back in the queue. An empty `items` means nothing is
+    free. The rows carry `claimed_by` and `claim_expires_at`.
+    """
+    rows = await review_service.claim_rows(
+        session,
+        user=user,
+        dataset_id=dataset_id,
+        count=data.count,
+        lease_seconds=data.lease_seconds,
+    )
+    return {"items": rows}
+
+
+@router.post(
+    "/queue/release",
+    operation_id="rows-queue-release",
+    response_model=ReleasedRows,
+    responses=READ_ERRORS,
+)
+async def release_rows(
+    dataset_id: uuid.UUID, data: ReleaseRequest, user: CurrentUser, session: SessionDep
+) -> ReleasedRows:
+    """Give back your leases on `row_ids` (all of yours in this dataset when absent).
+
+    Rows you do not hold are left alone; `released` counts the leases that ended.
+    """
+    released = await review_service.release_rows(
+        session, user=user, dataset_id=dataset_id, row_ids=data.row_ids
+    )
+    return ReleasedRows(released=released)
 
 
 @router.post(

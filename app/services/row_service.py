@@ -275,7 +275,7 @@ async def update_row(
     explicit `status` is given, which wins. The merge happens on the row as read under its row
     lock, so concurrent changes of different keys all survive. A new `image_url` is downloaded
     and hashed again; a URL whose normalized form is the stored one is unchanged (nothing is
-    downloaded).
+    downloaded). Saving ends the row's review lease, whoever held it.
 
     Raises:
         NotFoundException: when the row is not in this dataset of the caller's team.
@@ -308,6 +308,7 @@ async def update_row(
     if data.status is not None:
         row.status = data.status
     row.updated_by, row.updated_at = user.id, utcnow()
+    row.claimed_by = row.claim_expires_at = None
     await _save(session, row, team_id=user.team_id)
     return await get_row(session, team_id=user.team_id, dataset_id=dataset.id, row_id=row_id)
 
@@ -373,7 +374,7 @@ async def bulk_update_status(
     row_ids: Sequence[uuid.UUID],
     status: RowStatus,
 ) -> None:
-    """Set the status of several rows, all or nothing.
+    """Set the status of several rows, all or nothing; their review leases end.
 
     Raises:
         NotFoundException: when any id is not a row of this dataset (nothing changes).
@@ -387,7 +388,13 @@ async def bulk_update_status(
     statement = (
         update(DatasetRow)
         .where(col(DatasetRow.dataset_id) == dataset.id, col(DatasetRow.id).in_(wanted))
-        .values(status=status, updated_by=user.id, updated_at=utcnow())
+        .values(
+            status=status,
+            updated_by=user.id,
+            updated_at=utcnow(),
+            claimed_by=None,
+            claim_expires_at=None,
+        )
         .returning(col(DatasetRow.id))
     )
     changed = (await session.exec(statement)).all()

@@ -1,0 +1,153 @@
+"""The claimable review queue: leases on pending rows, and per-reviewer progress.
+
+A reviewer claims up to `count` of the oldest pending rows that nobody holds; each is leased to
+them until `claim_expires_at`. The rows are picked with `FOR UPDATE SKIP LOCKED`, so reviewers
+claiming at the same moment skip each other's rows instead of waiting for them or taking them
+too: every row goes to exactly one claimer. A lease ends when the row is saved (PUT, PATCH, bulk
+status), when its holder releases it, or when it expires; an expired lease needs no clean-up,
+since the claim query treats it as free.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, func, or_, text, update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.models.base import utcnow
+from app.models.row import DatasetRow, DatasetStats, ReviewerStats
+from app.models.user import User
+from app.services import dataset_service
+from app.services.row_service import WITH_AUTHORS
+from app.services.row_values import PENDING, REVIEWED
+
+
+def _free(now: datetime) -> ColumnElement[bool]:
+    """Nobody holds the row: never claimed, released, or the lease has run out."""
+    return or_(col(DatasetRow.claim_expires_at).is_(None), col(DatasetRow.claim_expires_at) <= now)
+
+
+async def claim_rows(
+    session: AsyncSession,
+    *,
+    user: User,
+    dataset_id: uuid.UUID,
+    count: int,
+    lease_seconds: int,
+) -> list[DatasetRow]:
+    """Lease up to `count` of the oldest free pending rows to `user`; return them, oldest first.
+
+    Raises:
+        NotFoundException: when the dataset is not in the caller's team.
+    """
+    dataset = await dataset_service.get_dataset(
+        session, team_id=user.team_id, dataset_id=dataset_id
+    )
+    now = utcnow()
+    picked = (
+        select(DatasetRow.id)
+        .where(DatasetRow.dataset_id == dataset.id, DatasetRow.status == PENDING, _free(now))
+        .order_by(col(DatasetRow.created_at), col(DatasetRow.id))
+        .limit(count)
+        .with_for_update(skip_locked=True)
+    )
+    claim = (
+        update(DatasetRow)
+        .where(col(DatasetRow.id).in_(picked.scalar_subquery()))
+        .values(claimed_by=user.id, claim_expires_at=now + timedelta(seconds=lease_seconds))
+        .returning(col(DatasetRow.id))
+    )
+    claimed = list((await session.exec(claim)).scalars().all())
+    await session.commit()
+    if not claimed:
+        return []
+    rows = await session.exec(
+        select(DatasetRow)
+        .options(*WITH_AUTHORS)
+        .where(col(DatasetRow.id).in_(claimed))
+        .order_by(col(DatasetRow.created_at), col(DatasetRow.id))
+    )
+    return list(rows.all())
+
+
+async def release_rows(
+    session: AsyncSession,
+    *,
+    user: User,
+    dataset_id: uuid.UUID,
+    row_ids: Sequence[uuid.UUID] | None,
+) -> int:
+    """End `user`'s leases on `row_ids` (all of theirs in the dataset when None).
+
+    Rows that `user` does not hold are left alone. Returns how many leases ended.
+
+    Raises:
+        NotFoundException: when the dataset is not in the caller's team.
+    """
+    dataset = await dataset_service.get_dataset(
+        session, team_id=user.team_id, dataset_id=dataset_id
+    )
+    release = (
+        update(DatasetRow)
+        .where(col(DatasetRow.dataset_id) == dataset.id, col(DatasetRow.claimed_by) == user.id)
+        .values(claimed_by=None, claim_expires_at=None)
+        .returning(col(DatasetRow.id))
+    )
+    if row_ids is not None:
+        release = release.where(col(DatasetRow.id).in_(set(row_ids)))
+    released = (await session.exec(release)).all()
+    await session.commit()
+    return len(released)
+
+
+STATS_BY_REVIEWER = text("""
+    SELECT u.id, u.email,
+           count(*) FILTER (WHERE r.updated_at >= date_trunc('day', now() AT TIME ZONE 'UTC')
+                                                   AT TIME ZONE 'UTC') AS today,
+           count(*) AS total
+      FROM dataset_rows r
+      JOIN users u ON u.id = r.updated_by
+     WHERE r.dataset_id = :dataset_id AND r.status = :reviewed
+     GROUP BY u.id, u.email
+     ORDER BY total DESC, u.email
+    """)
+"""Reviewed rows per last editor, in total and since midnight UTC (uses the status index)."""
+
+
+async def review_stats(
+    session: AsyncSession, *, team_id: uuid.UUID, dataset_id: uuid.UUID
+) -> DatasetStats:
+    """The dataset's counters, its active leases, and each reviewer's reviewed rows.
+
+    A row counts for the user who last changed it while it is `reviewed`: the reviewer who set
+    its status or saved its values, as the API records it.
+
+    Raises:
+        NotFoundException: when the dataset is not in the caller's team.
+    """
+    dataset = await dataset_service.get_dataset(session, team_id=team_id, dataset_id=dataset_id)
+    claimed = await session.exec(
+        select(func.count())
+        .select_from(DatasetRow)
+        .where(
+            DatasetRow.dataset_id == dataset.id,
+            DatasetRow.status == PENDING,
+            col(DatasetRow.claim_expires_at) > utcnow(),
+        )
+    )
+    reviewers = await session.exec(  # type: ignore[call-overload]
+        STATS_BY_REVIEWER, params={"dataset_id": dataset.id, "reviewed": REVIEWED}
+    )
+    return DatasetStats(
+        rows_count=dataset.rows_count,
+        pending_count=dataset.pending_count,
+        claimed_count=claimed.one(),
+        reviewers=[
+            ReviewerStats(user_id=user_id, email=email, reviewed_today=today, reviewed_total=total)
+            for user_id, email, today, total in reviewers.all()
+        ],
+    )

@@ -170,22 +170,33 @@ async def test_update_row_replaces_data_and_recomputes_status(
     assert await dataset_counts(client, catalog) == (1, 1)
 
 
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
 async def test_update_row_rejects_invalid_data_and_changes_nothing(
-    app: FastAPI, client: AsyncClient, catalog: Catalog, image_url: ImageUrl
+    app: FastAPI, client: AsyncClient, catalog: Catalog, image_url: ImageUrl, method: str
 ) -> None:
     row = await create_row(client, catalog, image_url(), catalog.data(label="cat"))
     path = f"{catalog.rows_path}/{row['id']}"
     for body in (
         {"data": catalog.data(label="cow")},
         {"data": {"nope": 1}},
+        {"data": {**catalog.data(note="fine"), "nope": 1}},
+        {"data": catalog.data(confidence=2)},
+        {"data": ["not", "an", "object"]},
         {"status": "archived"},
         {"image_hash": "0" * 32},
         {"image_url": ""},
     ):
-        response = await client.put(path, json=body, headers=catalog.member.headers)
+        response = await client.request(method, path, json=body, headers=catalog.member.headers)
         assert_error(response, 400, "VALIDATION_ERROR")
     stored = await client.get(path, headers=catalog.member.headers)
     assert stored.json() == row
+    missing = await client.request(
+        method,
+        f"{catalog.rows_path}/{uuid.uuid4()}",
+        json={"status": "reviewed"},
+        headers=catalog.member.headers,
+    )
+    assert_error(missing, 404, "NOT_FOUND")
 
 
 async def test_patch_row_merges_data_key_by_key_and_recomputes_status(
@@ -222,30 +233,6 @@ async def test_patch_row_merges_data_key_by_key_and_recomputes_status(
 
     replaced = await client.put(path, json={"data": catalog.data(note="x")}, headers=headers)
     assert replaced.json()["data"] == catalog.data(note="x"), "PUT still replaces the whole map"
-
-
-async def test_patch_row_rejects_invalid_data_and_changes_nothing(
-    app: FastAPI, client: AsyncClient, catalog: Catalog, image_url: ImageUrl
-) -> None:
-    row = await create_row(client, catalog, image_url(), catalog.data(label="cat"))
-    path = f"{catalog.rows_path}/{row['id']}"
-    for body in (
-        {"data": catalog.data(label="cow")},
-        {"data": {**catalog.data(note="fine"), "nope": 1}},
-        {"data": catalog.data(confidence=2)},
-        {"status": "archived"},
-        {"data": ["not", "an", "object"]},
-    ):
-        response = await client.patch(path, json=body, headers=catalog.member.headers)
-        assert_error(response, 400, "VALIDATION_ERROR")
-    stored = await client.get(path, headers=catalog.member.headers)
-    assert stored.json() == row
-    missing = await client.patch(
-        f"{catalog.rows_path}/{uuid.uuid4()}",
-        json={"status": "reviewed"},
-        headers=catalog.member.headers,
-    )
-    assert_error(missing, 404, "NOT_FOUND")
 
 
 async def test_concurrent_patches_of_different_keys_all_take_effect(

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import ColumnElement, func, or_, text, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.models.base import utcnow
 from app.models.row import DatasetRow, DatasetStats, ReviewerStats
 from app.models.user import User
 from app.services import dataset_service
@@ -26,9 +25,15 @@ from app.services.row_service import WITH_AUTHORS
 from app.services.row_values import PENDING, REVIEWED
 
 
-def _free(now: datetime) -> ColumnElement[bool]:
-    """Nobody holds the row: never claimed, released, or the lease has run out."""
-    return or_(col(DatasetRow.claim_expires_at).is_(None), col(DatasetRow.claim_expires_at) <= now)
+def _free() -> ColumnElement[bool]:
+    """Nobody holds the row: never claimed, released, or the lease has run out.
+
+    Leases are timed by the database's clock (`now()`), never a host's, so servers on several
+    hosts agree on when a lease ends.
+    """
+    return or_(
+        col(DatasetRow.claim_expires_at).is_(None), col(DatasetRow.claim_expires_at) <= func.now()
+    )
 
 
 async def claim_rows(
@@ -47,10 +52,9 @@ async def claim_rows(
     dataset = await dataset_service.get_dataset(
         session, team_id=user.team_id, dataset_id=dataset_id
     )
-    now = utcnow()
     picked = (
         select(DatasetRow.id)
-        .where(DatasetRow.dataset_id == dataset.id, DatasetRow.status == PENDING, _free(now))
+        .where(DatasetRow.dataset_id == dataset.id, DatasetRow.status == PENDING, _free())
         .order_by(col(DatasetRow.created_at), col(DatasetRow.id))
         .limit(count)
         .with_for_update(skip_locked=True)
@@ -58,7 +62,7 @@ async def claim_rows(
     claim = (
         update(DatasetRow)
         .where(col(DatasetRow.id).in_(picked.scalar_subquery()))
-        .values(claimed_by=user.id, claim_expires_at=now + timedelta(seconds=lease_seconds))
+        .values(claimed_by=user.id, claim_expires_at=func.now() + timedelta(seconds=lease_seconds))
         .returning(col(DatasetRow.id))
     )
     claimed = list((await session.exec(claim)).scalars().all())
@@ -136,7 +140,7 @@ async def review_stats(
         .where(
             DatasetRow.dataset_id == dataset.id,
             DatasetRow.status == PENDING,
-            col(DatasetRow.claim_expires_at) > utcnow(),
+            col(DatasetRow.claim_expires_at) > func.now(),
         )
     )
     reviewers = await session.exec(  # type: ignore[call-overload]

@@ -181,6 +181,8 @@ async def test_update_row_rejects_invalid_data_and_changes_nothing(
         {"data": {"nope": 1}},
         {"data": {**catalog.data(note="fine"), "nope": 1}},
         {"data": catalog.data(confidence=2)},
+        {"data": catalog.data(note="nul \u0000 byte")},
+        {"data": catalog.data(note="x" * 51)},
         {"data": ["not", "an", "object"]},
         {"status": "archived"},
         {"image_hash": "0" * 32},

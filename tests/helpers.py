@@ -91,16 +91,27 @@ async def row_data(app: FastAPI, row_id: uuid.UUID) -> dict[str, Any]:
 
 
 @contextmanager
-def count_statements(app: FastAPI) -> Iterator[list[str]]:
-    """Record every SQL statement the app's engine runs inside the block."""
-    statements: list[str] = []
+def recorded_queries(app: FastAPI) -> Iterator[list[tuple[str, Any]]]:
+    """Record every SQL statement the app's engine runs inside the block, with its parameters."""
+    queries: list[tuple[str, Any]] = []
     engine = app.state.engine.sync_engine
 
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        queries.append((statement, parameters))
 
     event.listen(engine, "before_cursor_execute", record)
     try:
-        yield statements
+        yield queries
     finally:
         event.remove(engine, "before_cursor_execute", record)
+
+
+@contextmanager
+def count_statements(app: FastAPI) -> Iterator[list[str]]:
+    """Record every SQL statement the app's engine runs inside the block."""
+    statements: list[str] = []
+    with recorded_queries(app) as queries:
+        try:
+            yield statements
+        finally:
+            statements.extend(statement for statement, _ in queries)

@@ -10,8 +10,8 @@ Every response must pass `not_a_server_error`, `status_code_conformance` and
 Path parameters, and the ids inside request bodies, are mostly replaced by ids of real objects of
 the admin's team (a schema, a dataset on it, rows in that dataset, a member, a spare schema),
 created afresh for each operation, so that generated requests get past the 404s and reach the
-handlers' logic. Emails in bodies are then valid ones, and an import's CSV gets the header its
-column mapping names.
+handlers' logic. Emails in bodies are then valid ones, an import's CSV gets the header its
+column mapping names, and its JSON Lines a valid first line.
 
 The fuzzed application cannot reach any other host (see `OfflineFetcher`): image URLs on
 non-public addresses are refused, every host name resolves to 127.0.0.1, a public address
@@ -308,6 +308,8 @@ def flatmap_path_parameters(
 EMAILS = st.from_regex(r"[a-z0-9]{1,12}@[a-z]{1,10}\.(com|org|io)", fullmatch=True)
 EMAIL_BODIES = ("setup-init", "auth-login", "auth-signup", "users-create")
 CSV_NAMES = ("image", "label", "confidence", "note", "verified")
+ROW_BODIES = ("rows-create", "rows-update", "rows-patch")
+"""Operations whose body carries a row's `data`: keyed by field ids, or names in any case."""
 
 
 def _valid_row_data(fields: dict[str, str]) -> st.SearchStrategy[dict[str, Any]]:
@@ -334,6 +336,35 @@ def _csv_with_header(content: Any) -> Any:
     return content
 
 
+def _jsonl_with_sample(content: Any, fields: dict[str, str]) -> Any:
+    """Generated JSON Lines content after a valid line keyed by field names and ids."""
+    line = {
+        "image_url": "https://images.example/fuzz.png",
+        "data": {"label": "cat", fields["confidence"]: 0.5, "VERIFIED": True},
+        "status": "reviewed",
+    }
+    sample = json.dumps(line) + "\n"
+    if isinstance(content, bytes):
+        return sample.encode() + content
+    if isinstance(content, str):
+        return sample + content
+    return content
+
+
+def _import_body(body: dict[str, Any], found: Targets) -> None:
+    """Give a generated import body content that fits its format (and the mapping CSV needs)."""
+    part = "file_content" if "file_content" in body else "file" if "file" in body else None
+    if part is None:
+        return
+    if body.get("format") == "jsonl":
+        body[part] = _jsonl_with_sample(body[part], found.fields)
+        body.pop("column_mapping", None)
+        return
+    mapping = dict(zip(["image_url", *found.field_ids], CSV_NAMES))
+    body[part] = _csv_with_header(body[part])
+    body["column_mapping"] = mapping if part == "file_content" else json.dumps(mapping)
+
+
 def _real_body(operation_id: str, body: Any) -> st.SearchStrategy[Any]:
     """Variants of a generated body whose ids (and emails) are real, where it carries any."""
     found = _current_targets()
@@ -351,22 +382,23 @@ def _real_body(operation_id: str, body: Any) -> st.SearchStrategy[Any]:
     elif operation_id in ("rows-bulk-delete", "rows-bulk-update-status"):
         if isinstance(body.get("row_ids"), list):
             body["row_ids"] = found.row_ids[: len(body["row_ids"])]
-    elif operation_id in ("rows-create", "rows-update") and isinstance(body.get("data"), dict):
+    elif operation_id in ROW_BODIES and isinstance(body.get("data"), dict):
         rekeyed = {**body, "data": dict(zip(found.field_ids, body["data"].values()))}
         valid = _valid_row_data(found.fields).map(lambda data: {**body, "data": data})
-        return st.one_of(st.just(rekeyed), valid)
+        names = {field_id: name.upper() for name, field_id in found.fields.items()}
+        by_name = valid.map(
+            lambda valid_body: {
+                **valid_body,
+                "data": {names[key]: value for key, value in valid_body["data"].items()},
+            }
+        )
+        return st.one_of(st.just(rekeyed), valid, by_name)
     elif operation_id == "schemas-update" and isinstance(body.get("fields"), list):
         for item, field_id in zip(body["fields"], found.field_ids):
             if isinstance(item, dict):
                 item["id"] = field_id
     elif operation_id in ("rows-import", "rows-import-file"):
-        mapping = dict(zip(["image_url", *found.field_ids], CSV_NAMES))
-        if "file_content" in body:
-            body["file_content"] = _csv_with_header(body["file_content"])
-            body["column_mapping"] = mapping
-        elif "file" in body:
-            body["file"] = _csv_with_header(body["file"])
-            body["column_mapping"] = json.dumps(mapping)
+        _import_body(body, found)
     return st.just(body)
 
 

@@ -225,6 +225,8 @@ async def test_import_keeps_at_most_100_messages(
         {"image_url": ""},
         {"image_url": None},
         "unknown field",
+        "unknown field name",
+        "field named twice",
         "column not in header",
         "other schema field",
     ],
@@ -242,6 +244,10 @@ async def test_import_bad_mapping_is_refused_before_reading_rows(
     mapping: dict[str, Any] = {"image_url": "url"}
     if mapping_change == "unknown field":
         mapping[str(uuid.uuid4())] = "label"
+    elif mapping_change == "unknown field name":
+        mapping["labels"] = "label"
+    elif mapping_change == "field named twice":
+        mapping.update({catalog.ids["label"]: "label", "LABEL": "label"})
     elif mapping_change == "column not in header":
         mapping[catalog.ids["label"]] = "Label"
     elif mapping_change == "other schema field":
@@ -253,6 +259,43 @@ async def test_import_bad_mapping_is_refused_before_reading_rows(
     assert_error(response, 400, "VALIDATION_ERROR")
     assert path not in image_server.requests
     assert await fetch_value(app, "SELECT count(*) FROM dataset_rows") == 0
+
+
+async def test_import_mapping_names_fields_by_name_in_any_case(
+    app: FastAPI, client: AsyncClient, catalog: Catalog, image_url: ImageUrl
+) -> None:
+    """`image_url` is the image column; the other keys are field names (any case) or ids."""
+    url = image_url()
+    content = _csv([["url", "Label", "conf", "ok"], [url, "cat", "0.5", "no"]])
+    mapping = {
+        "image_url": "url",
+        "LABEL": "Label",
+        "Confidence": "conf",
+        catalog.ids["verified"]: "ok",
+        "note": "",
+    }
+    response = await _import(client, catalog, content, mapping)
+    assert response.json() == {
+        "imported": 1,
+        "skipped_duplicates": 0,
+        "skipped_invalid": 0,
+        "errors": [],
+    }
+    stored = await fetch_all(app, "SELECT image_url, data, status FROM dataset_rows")
+    expected = catalog.data(label="cat", confidence=0.5, verified=False)
+    assert stored == [{"image_url": url, "data": expected, "status": "reviewed"}]
+
+
+async def test_import_mapping_with_an_unknown_name_lists_the_fields(
+    client: AsyncClient, catalog: Catalog
+) -> None:
+    mapping = {"image_url": "url", "species": "label"}
+    response = await _import(client, catalog, "url,label\r\n", mapping)
+    error = assert_error(response, 400, "VALIDATION_ERROR")
+    assert error["message"] == (
+        "column_mapping.species: not a field of this dataset's schema; "
+        "its fields are 'label', 'confidence', 'note', 'verified'"
+    )
 
 
 async def test_import_unmapped_columns_and_defaults(

@@ -20,6 +20,7 @@ from tests.factories import (
     create_row,
     create_schema,
     dataset_counts,
+    field,
     setup_instance,
 )
 from tests.helpers import assert_error, fetch_all, fetch_value
@@ -121,14 +122,18 @@ async def test_create_row_rejects_invalid_value_naming_the_field(
 async def test_create_row_rejects_unknown_keys(
     app: FastAPI, client: AsyncClient, catalog: Catalog, image_url: ImageUrl
 ) -> None:
-    other = await create_schema(client, catalog.admin)
-    for data in ({str(uuid.uuid4()): "x"}, {"label": "cat"}, {other["fields"][0]["id"]: "cat"}):
+    other = await create_schema(client, catalog.admin, fields=[field("species", "text", 0)])
+    for data in ({str(uuid.uuid4()): "x"}, {"labels": "cat"}, {other["fields"][0]["id"]: "cat"}):
         response = await client.post(
             catalog.rows_path,
             json={"image_url": image_url(), "data": data},
             headers=catalog.member.headers,
         )
-        assert_error(response, 400, "VALIDATION_ERROR")
+        body = assert_error(response, 400, "VALIDATION_ERROR")
+        assert body["message"].endswith(
+            "not a field of this dataset's schema; its fields are "
+            "'label', 'confidence', 'note', 'verified'"
+        ), body
     extra = await client.post(
         catalog.rows_path,
         json={"image_url": image_url(), "status": "reviewed"},

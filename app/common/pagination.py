@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Annotated, Generic, Self, TypeVar
 
 from fastapi import Depends, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 T = TypeVar("T")
 
@@ -61,3 +61,21 @@ class Page(BaseModel, Generic[T]):
             page_size=params.page_size,
             total_pages=math.ceil(total / params.page_size) if total else 0,
         )
+
+
+class CursorPage(Page[T], Generic[T]):
+    """A page that can also be reached, and continued, by cursor (row listings)."""
+
+    next_cursor: str | None = Field(
+        default=None,
+        description="Pass as `cursor` to get the page after this one; null on the last page",
+    )
+    total_exact: bool = Field(
+        default=True,
+        description="False when a filtered list has more matches than were counted; "
+        "`total` is then a lower bound",
+    )
+
+    def with_cursor(self, next_cursor: str | None, total_exact: bool) -> Self:
+        """This page with its continuation and the exactness of its total."""
+        return self.model_copy(update={"next_cursor": next_cursor, "total_exact": total_exact})

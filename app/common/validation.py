@@ -93,3 +93,8 @@ to text that can neither be stored nor echoed back, so such text anywhere in it 
 
 ColumnMapping = Annotated[dict[str, str | None], AfterValidator(_valid_unicode)]
 """An import's column mapping (keys and column names), refusing such text the same way."""
+
+SearchText = Annotated[
+    str, StringConstraints(min_length=1, max_length=500), AfterValidator(_reject_nul)
+]
+"""Text searched for (a query parameter): 1..500 characters, no NUL."""

@@ -4,19 +4,35 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from sqlalchemy import CheckConstraint, Column, DateTime, Index, String, UniqueConstraint
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    String,
+    UniqueConstraint,
+    literal_column,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, Relationship, SQLModel
 
-from app.common.pagination import Page
+from app.common.pagination import CursorPage
 from app.common.validation import ColumnMapping, ImageUrl, JsonObject
 from app.models.base import RequestModel, id_field, timestamp_field, user_ref_field
 from app.models.user import User
 
 RowStatus = Literal["pending", "reviewed"]
+DataKeys = Literal["id", "name"]
+"""How a row's `data` is keyed in a response: by field id (as stored) or by field name."""
+FileFormat = Literal["csv", "jsonl"]
+"""The file formats rows are imported from and exported to: CSV, or JSON Lines."""
 IMAGE_UNIQUE_KEY = "dataset_rows_dataset_image_key"
 """Unique constraint on (dataset_id, image_hash): one image at most once per dataset."""
 MAX_BULK_IDS = 1000
+STRING_VALUES = "jsonb_path_query_array(data, 'strict $.* ? (@.type() == \"string\")'::jsonpath)"
+"""The string values of a row's `data` as a JSON array: what `contains` pre-filters on, through
+the trigram index `dataset_rows_text_trgm_idx` (an expression of the query must be the index's)."""
 
 
 class RowBase(SQLModel):
@@ -38,6 +54,29 @@ class DatasetRow(RowBase, table=True):
         Index("dataset_rows_created_idx", "dataset_id", "created_at", "id"),
         Index("dataset_rows_status_updated_idx", "dataset_id", "status", "updated_at", "id"),
         Index("dataset_rows_status_created_idx", "dataset_id", "status", "created_at", "id"),
+        Index(
+            "dataset_rows_data_idx",
+            "data",
+            postgresql_using="gin",
+            postgresql_ops={"data": "jsonb_path_ops"},
+        ),
+        Index(
+            "dataset_rows_search_idx",
+            text("jsonb_to_tsvector('simple'::regconfig, data, '[\"string\"]'::jsonb)"),
+            postgresql_using="gin",
+        ),
+        Index(
+            "dataset_rows_text_trgm_idx",
+            literal_column(f"({STRING_VALUES})::text").label("string_values"),
+            postgresql_using="gin",
+            postgresql_ops={"string_values": "gin_trgm_ops"},
+        ),
+        Index(
+            "dataset_rows_url_trgm_idx",
+            "image_url",
+            postgresql_using="gin",
+            postgresql_ops={"image_url": "gin_trgm_ops"},
+        ),
         CheckConstraint("image_hash ~ '^[0-9a-f]{32}$'", name="dataset_rows_image_hash_check"),
         CheckConstraint("status IN ('pending', 'reviewed')", name="dataset_rows_status_check"),
     )
@@ -72,7 +111,7 @@ class DatasetRow(RowBase, table=True):
 
 
 class RowCreate(RequestModel):
-    """A new row: the image is downloaded and hashed; `data` maps field id → value."""
+    """A new row: the image is downloaded and hashed; `data` maps field id or name → value."""
 
     image_url: ImageUrl
     data: JsonObject | None = None
@@ -153,7 +192,7 @@ class DatasetStats(SQLModel):
     reviewers: list[ReviewerStats]
 
 
-class RowPage(Page[RowPublic]):
+class RowPage(CursorPage[RowPublic]):
     """A page of rows."""
 
 
@@ -173,11 +212,17 @@ RowSort = Literal["created_at", "-created_at", "updated_at", "-updated_at"]
 
 
 class ImportRequest(RequestModel):
-    """CSV import given inline (JSON form)."""
+    """Import given inline (JSON form): CSV text, or JSON Lines."""
 
-    file_content: str = Field(description="The CSV text: UTF-8, comma-separated, header first")
-    column_mapping: ColumnMapping = Field(
-        description='`"image_url"` (required) and field ids → CSV column names; "" = not mapped'
+    file_content: str = Field(
+        description="The file's text: CSV (UTF-8, comma-separated, header first) or JSON Lines "
+        "(one object per line)"
+    )
+    format: FileFormat = Field(default="csv", description="csv (the default) or jsonl")
+    column_mapping: ColumnMapping | None = Field(
+        default=None,
+        description='CSV only, required there: `"image_url"` and fields (by id or name) → CSV '
+        'column names; "" = not mapped. Absent (or null, {}) with jsonl',
     )
     mark_all_pending: bool = False
 
@@ -188,6 +233,25 @@ class ImportMapping(RequestModel):
     column_mapping: ColumnMapping
 
 
+class JsonlRow(RequestModel):
+    """One line of a JSON Lines import.
+
+    The other keys an export writes (`id`, `image_hash`, `created_at`, `updated_at`,
+    `created_by_email`, `updated_by_email`) are accepted and ignored: an imported row gets a new
+    id and timestamps, the importer as author, and the hash of the image as fetched.
+    """
+
+    image_url: str
+    data: JsonObject | None = None
+    status: RowStatus | None = None
+    id: Any = None
+    image_hash: Any = None
+    created_at: Any = None
+    updated_at: Any = None
+    created_by_email: Any = None
+    updated_by_email: Any = None
+
+
 class ImportResult(SQLModel):
     imported: int
     skipped_duplicates: int
@@ -195,4 +259,4 @@ class ImportResult(SQLModel):
     errors: list[str]
 
 
-ExportFormat = Literal["csv", "jsonl"]
+ExportFormat = FileFormat

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import APIKeyCookie, OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -15,6 +15,7 @@ from app.common.csrf import OriginHeaders, cross_origin_write_allowed
 from app.common.database import session_scope
 from app.common.exceptions import ForbiddenException, UnauthorizedException
 from app.common.settings import Settings
+from app.models.row import DataKeys
 from app.models.user import User
 from app.services import auth_service
 from app.services.image_fetch import ImageFetcher
@@ -157,3 +158,19 @@ def get_engine(request: Request) -> AsyncEngine:
 
 
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
+
+DATA_KEYS_DESCRIPTION = (
+    "How `data` is keyed in the returned rows: `id` (the default) by field id, as stored; "
+    "`name` by field name, in field order. Request bodies name fields by id or name either way."
+)
+
+
+def get_data_keys(
+    data_keys: Annotated[DataKeys, Query(description=DATA_KEYS_DESCRIPTION)] = "id",
+) -> DataKeys:
+    """The `?data_keys=id|name` option of the operations that return rows."""
+    return data_keys
+
+
+DataKeysDep = Annotated[DataKeys, Depends(get_data_keys)]
+"""Pass the value to `row_output.public_rows` / `public_row` to shape the rows returned."""

@@ -1,8 +1,8 @@
-"""Reading a CSV import request in either of its two forms: JSON or multipart.
+"""Reading an import request (CSV or JSON Lines) in either of its two forms: JSON or multipart.
 
-Memory per import stays close to one copy of the CSV. The JSON body is read into one buffer,
+Memory per import stays close to one copy of the file. The JSON body is read into one buffer,
 parsed once into the `file_content` string, and the buffer is dropped before any row is read;
-the lines are then sliced from that one string as the CSV reader asks for them. The multipart
+the lines are then sliced from that one string as the reader asks for them. The multipart
 form is spooled to a temporary file by Starlette and read from there.
 """
 
@@ -23,24 +23,28 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 
 from app.common.exceptions import MALFORMED_JSON, ValidationException
-from app.models.row import ImportMapping, ImportRequest
-from app.services.import_service import check_csv_file, check_csv_text
+from app.models.row import FileFormat, ImportMapping, ImportRequest
+from app.services.import_service import check_import_file, check_import_text
 
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
 """One line with its terminator, split as `newline=""` files are: at \\r\\n, \\r or \\n."""
 _BOM = "\ufeff"
 
-FORM_FIELDS = frozenset({"file", "column_mapping", "mark_all_pending"})
+FORM_FIELDS = frozenset({"file", "format", "column_mapping", "mark_all_pending"})
+FORMATS: dict[str, FileFormat] = {"csv": "csv", "jsonl": "jsonl"}
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+"""File names that make an upload JSON Lines when its form has no `format` part."""
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off", ""})
 
 
 @dataclass
 class ImportUpload:
-    """The CSV lines and options of one import; close it (or use `with`) when done."""
+    """The file's lines and the options of one import; close it (or use `with`) when done."""
 
     lines: Iterable[str]
-    column_mapping: dict[str, str | None]
+    format: FileFormat
+    column_mapping: dict[str, str | None] | None
     mark_all_pending: bool
     form: FormData | None = field(default=None, repr=False)
 
@@ -100,9 +104,10 @@ async def _from_json(request: Request, max_bytes: int) -> ImportUpload:
     body = await _read_body(request)
     data = _parse_json_body(body)
     del body
-    check_csv_text(data.file_content, max_bytes=max_bytes)
+    check_import_text(data.file_content, max_bytes=max_bytes, fmt=data.format)
     return ImportUpload(
         lines=text_lines(data.file_content),
+        format=data.format,
         column_mapping=data.column_mapping,
         mark_all_pending=data.mark_all_pending,
     )
@@ -117,7 +122,21 @@ def _form_flag(value: Any) -> bool:
     raise ValidationException.for_field("body.mark_all_pending", "must be true or false")
 
 
-def _form_mapping(value: Any) -> dict[str, str | None]:
+def _form_format(value: Any, upload: UploadFile) -> FileFormat:
+    """The `format` part; without one (or an empty one), a file named `*.jsonl` or `*.ndjson`
+    is JSON Lines, any other CSV."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        name = (upload.filename or "").lower()
+        return "jsonl" if name.endswith(JSONL_SUFFIXES) else "csv"
+    word = value.strip().lower() if isinstance(value, str) else None
+    if word not in FORMATS:
+        raise ValidationException.for_field("body.format", "must be csv or jsonl")
+    return FORMATS[word]
+
+
+def _form_mapping(value: Any) -> dict[str, str | None] | None:
+    if value is None:
+        return None
     if not isinstance(value, str):
         raise ValidationException.for_field("body.column_mapping", "a JSON object is required")
     try:
@@ -136,16 +155,21 @@ async def _from_multipart(request: Request, max_bytes: int) -> ImportUpload:
             raise ValidationException.for_field(f"body.{unknown[0]}"[:200], "Unknown field")
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
-            raise ValidationException.for_field("body.file", "a CSV file part is required")
+            raise ValidationException.for_field("body.file", "a file part is required")
+        fmt = _form_format(form.get("format"), upload)
         mapping = _form_mapping(form.get("column_mapping"))
         mark_all_pending = _form_flag(form.get("mark_all_pending", "false"))
-        await asyncio.to_thread(check_csv_file, upload.file, max_bytes=max_bytes)
+        await asyncio.to_thread(check_import_file, upload.file, max_bytes=max_bytes, fmt=fmt)
         lines = io.TextIOWrapper(upload.file, encoding="utf-8-sig", newline="")
     except BaseException:
         await form.close()
         raise
     return ImportUpload(
-        lines=lines, column_mapping=mapping, mark_all_pending=mark_all_pending, form=form
+        lines=lines,
+        format=fmt,
+        column_mapping=mapping,
+        mark_all_pending=mark_all_pending,
+        form=form,
     )
 
 
@@ -154,12 +178,13 @@ def _is_multipart(request: Request) -> bool:
 
 
 async def read_import_request(request: Request, *, max_bytes: int) -> ImportUpload:
-    """Parse an import request: JSON `{file_content, column_mapping, mark_all_pending?}` or a
-    multipart form with a `file` part, a `column_mapping` JSON string and `mark_all_pending`.
+    """Parse an import request: JSON `{file_content, format?, column_mapping?,
+    mark_all_pending?}` or a multipart form with a `file` part and optional `format`,
+    `column_mapping` (a JSON string) and `mark_all_pending` parts.
 
     Raises:
         ValidationException: for a malformed body, a missing part or an invalid option.
-        PayloadTooLargeException: for a CSV over `max_bytes`.
+        PayloadTooLargeException: for a file over `max_bytes`.
     """
     if _is_multipart(request):
         return await _from_multipart(request, max_bytes)
@@ -174,7 +199,7 @@ async def read_file_import(request: Request, *, max_bytes: int) -> ImportUpload:
 
     Raises:
         ValidationException: for another content type, a missing part or an invalid option.
-        PayloadTooLargeException: for a CSV over `max_bytes`.
+        PayloadTooLargeException: for a file over `max_bytes`.
     """
     if not _is_multipart(request):
         raise ValidationException("Content-Type must be multipart/form-data")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
@@ -15,7 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.common.exceptions import ErrorResponse
 from app.common.guarded_stream import GuardedStreamingResponse
 from app.common.openapi import error_responses
-from app.common.pagination import Page, PageDep
+from app.common.pagination import CursorPage
 from app.common.settings import Settings
 from app.models.row import (
     BulkRowIds,
@@ -40,18 +40,22 @@ from app.models.row import (
 from app.models.user import User
 from app.routes.deps import (
     CurrentUser,
+    DataKeysDep,
     EngineDep,
     ImageFetcherDep,
     SessionDep,
     SettingsDep,
 )
 from app.routes.import_upload import ImportUpload, read_file_import, read_import_request
+from app.routes.row_listing_params import ListingDep, ListingRequest
 from app.services import (
     dataset_service,
     export_service,
     export_slots,
     import_service,
     review_service,
+    row_listing,
+    row_output,
     row_service,
 )
 from app.services.image_fetch import ImageFetcher
@@ -61,6 +65,30 @@ router = APIRouter(prefix="/datasets/{dataset_id}/rows", tags=["rows"])
 
 READ_ERRORS = error_responses(400, 401, 403, 404)
 WRITE_ERRORS = error_responses(400, 401, 403, 404, 409, 413)
+DATA_KEYS_RULES = """`data` names each field by its id or by its name (names match ignoring case;
+a key that is one field's id and another field's name means the id). A key that names no field
+is 400, and the message lists the schema's fields; a field named twice (by id and by name, or by
+two spellings of its name) is 400. With `?data_keys=name` the returned row's `data` is keyed by
+field name instead of id."""
+
+
+async def _public_page(
+    session: AsyncSession,
+    page: CursorPage[DatasetRow],
+    *,
+    user: User,
+    dataset_id: uuid.UUID,
+    listing: ListingRequest,
+) -> RowPage:
+    """A page of rows in the response shape, `data` keyed as the listing asks."""
+    items = await row_output.public_rows(
+        session,
+        page.items,
+        team_id=user.team_id,
+        dataset_id=dataset_id,
+        data_keys=listing.data_keys,
+    )
+    return RowPage.model_validate({**dict(page), "items": items})
 
 
 @router.get("", operation_id="rows-list", response_model=RowPage, responses=READ_ERRORS)
@@ -68,33 +96,51 @@ async def list_rows(
     dataset_id: uuid.UUID,
     user: CurrentUser,
     session: SessionDep,
-    params: PageDep,
+    listing: ListingDep,
     status: Annotated[RowStatus | None, Query(description="Only rows with this status")] = None,
     sort: Annotated[RowSort, Query(description="Order; ties broken by id")] = "-updated_at",
-) -> Page[DatasetRow]:
-    """A page of the dataset's rows, optionally filtered by status.
+) -> RowPage:
+    """A page of the dataset's rows that match every filter given.
 
     `sort` is `created_at`, `-created_at`, `updated_at` or `-updated_at` (default); rows with the
-    same timestamp are ordered by id, so pages are stable.
+    same timestamp are ordered by id, so pages are stable. Pages come by number (`page`) or, at
+    the same cost at any depth, by `cursor`: every page carries `next_cursor` while another page
+    follows. `total` counts the matching rows; for filters beyond `status` it counts up to
+    1,000, and `total_exact` is false when there are more.
     """
-    return await row_service.list_rows(
+    page = await row_listing.list_rows(
         session,
         team_id=user.team_id,
         dataset_id=dataset_id,
-        params=params,
-        status=status,
+        params=listing.params,
+        filters=replace(listing.filters, status=status),
         sort=sort,
+        cursor=listing.cursor,
     )
+    return await _public_page(session, page, user=user, dataset_id=dataset_id, listing=listing)
 
 
 @router.get("/queue", operation_id="rows-queue", response_model=RowPage, responses=READ_ERRORS)
 async def review_queue(
-    dataset_id: uuid.UUID, user: CurrentUser, session: SessionDep, params: PageDep
-) -> Page[DatasetRow]:
-    """The review queue: pending rows, oldest first."""
-    return await row_service.review_queue(
-        session, team_id=user.team_id, dataset_id=dataset_id, params=params
+    dataset_id: uuid.UUID,
+    user: CurrentUser,
+    session: SessionDep,
+    listing: ListingDep,
+) -> RowPage:
+    """The review queue: pending rows that match every filter given, oldest first.
+
+    Filters, `cursor` and `next_cursor` work as in `rows-list`. To hand rows to several
+    reviewers without overlap, use `rows-queue-claim`.
+    """
+    page = await row_listing.review_queue(
+        session,
+        team_id=user.team_id,
+        dataset_id=dataset_id,
+        params=listing.params,
+        filters=listing.filters,
+        cursor=listing.cursor,
     )
+    return await _public_page(session, page, user=user, dataset_id=dataset_id, listing=listing)
 
 
 @router.post(
@@ -104,8 +150,12 @@ async def review_queue(
     responses=READ_ERRORS,
 )
 async def claim_rows(
-    dataset_id: uuid.UUID, data: ClaimRequest, user: CurrentUser, session: SessionDep
-) -> dict[str, list[DatasetRow]]:
+    dataset_id: uuid.UUID,
+    data: ClaimRequest,
+    user: CurrentUser,
+    session: SessionDep,
+    data_keys: DataKeysDep,
+) -> ClaimedRows:
     """Take up to `count` (1-50) of the oldest pending rows that nobody holds, leased to you for
     `lease_seconds` (10-3600, default 600).
 
@@ -121,7 +171,10 @@ async def claim_rows(
         count=data.count,
         lease_seconds=data.lease_seconds,
     )
-    return {"items": rows}
+    items = await row_output.public_rows(
+        session, rows, team_id=user.team_id, dataset_id=dataset_id, data_keys=data_keys
+    )
+    return ClaimedRows(items=items)
 
 
 @router.post(
@@ -186,12 +239,23 @@ async def bulk_delete(
 
 IMPORT_FORM_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["file", "column_mapping"],
+    "required": ["file"],
     "properties": {
-        "file": {"type": "string", "format": "binary", "description": "The CSV file"},
+        "file": {
+            "type": "string",
+            "format": "binary",
+            "description": "The CSV or JSON Lines file",
+        },
+        "format": {
+            "type": "string",
+            "enum": ["csv", "jsonl"],
+            "description": "csv or jsonl; when absent, a file named *.jsonl or *.ndjson is "
+            "jsonl, any other csv",
+        },
         "column_mapping": {
             "type": "string",
-            "description": "JSON object: image_url and field ids → column names",
+            "description": "CSV only, required there: a JSON object, image_url and fields (by "
+            "id or name) → column names. Absent with jsonl",
         },
         "mark_all_pending": {"type": "boolean", "default": False},
     },
@@ -211,30 +275,51 @@ IMPORT_ERRORS: dict[int | str, dict[str, Any]] = {
         },
     },
 }
-IMPORT_RULES = """`column_mapping` maps `"image_url"` (required) and field ids to CSV column
-names; an empty name means "not mapped". A mapping naming an unknown field, or a column missing
-from the header, is 400 before any row is read. The CSV is UTF-8 (a BOM is accepted),
-comma-separated, RFC 4180 quoted, header first, at most `IMPORT_MAX_BYTES` (413). Booleans
-accept true/false/yes/no/1/0, an empty cell is unset, fields with a `default_value` get it when
-empty. Invalid rows and images that cannot be fetched are skipped with `"Row N: reason"`
-(N = CSV line, header = 1; at most 100 messages). Images already in the dataset or repeated
-in the file count as `skipped_duplicates`. Rows are committed in batches of 500, so an
-interrupted import keeps what it committed and a rerun adds only what is missing.
+IMPORT_RULES = """`format` is `csv` (the default) or `jsonl`. The file is UTF-8 (a BOM is
+accepted) and at most `IMPORT_MAX_BYTES` (413).
+
+**CSV**: `column_mapping` (required) maps `"image_url"` and fields to CSV column names; an empty
+name means "not mapped". Fields are named by id or by name (names match ignoring case; an id
+wins a clash; the key `"image_url"` is always the image column). A mapping naming an unknown
+field (the message lists the schema's fields) or a field twice, or a column missing from the
+header, is 400 before any row is read. The CSV is comma-separated, RFC 4180 quoted, header
+first. Booleans accept true/false/yes/no/1/0, an empty cell is unset, fields with a
+`default_value` get it when empty. Invalid rows and images that cannot be fetched are skipped
+with `"Row N: reason"` (N = CSV line where the record starts, header = 1).
+
+**JSONL** (JSON Lines, as the JSONL export writes it): one JSON object per line, blank lines
+skipped; no `column_mapping` (giving one is 400). Each line has `image_url` (required), `data`
+(fields by id or name → JSON values, checked exactly as `data` of a row create: unset values
+dropped, defaults applied) and optional `status` (`pending` or `reviewed`: kept unless
+`mark_all_pending`; when absent the status is computed). The export's other keys (`id`,
+`image_hash`, `created_at`, `updated_at`, `created_by_email`, `updated_by_email`) are accepted
+and ignored: an imported row gets a new id and timestamps, the importer as author, and the hash
+of the image as fetched. Any other key, a line that is not valid JSON or not an object, or an
+invalid value makes that line invalid: it is skipped with `"Line N: reason"` (N = line, the
+first is 1).
+
+At most 100 messages, in line order. Images already in the dataset or repeated in the file
+count as `skipped_duplicates`. Rows are committed in batches of 500, so an interrupted import
+keeps what it committed and a rerun adds only what is missing.
 
 A team runs at most `IMPORT_MAX_CONCURRENT_PER_TEAM` imports at once, across all server
 processes (both import operations count); one more is 429 RATE_LIMITED with `Retry-After`.
 """
-JSON_IMPORT_DESCRIPTION = f"""Import rows from CSV text given inline as JSON `file_content`.
+JSON_IMPORT_DESCRIPTION = f"""Import rows from CSV or JSON Lines text given inline as JSON
+`file_content`.
 
-To upload a CSV file, use `POST /api/v1/datasets/{{dataset_id}}/rows/import/file` (operation
+To upload a file, use `POST /api/v1/datasets/{{dataset_id}}/rows/import/file` (operation
 `rows-import-file`, multipart/form-data). Web clients may also send that multipart form here;
 it is documented only there, so that generated clients get one body type per operation.
 
 {IMPORT_RULES}"""
-FILE_IMPORT_DESCRIPTION = f"""Import rows from an uploaded CSV file (multipart/form-data).
+FILE_IMPORT_DESCRIPTION = f"""Import rows from an uploaded CSV or JSON Lines file
+(multipart/form-data).
 
-Parts: `file` (the CSV), `column_mapping` (a JSON object, as a string) and optional
-`mark_all_pending` (true/false). The file is spooled to disk, not held in memory.
+Parts: `file`, and optional `format` (csv or jsonl; without it a file named `*.jsonl` or
+`*.ndjson` is JSON Lines, any other CSV), `column_mapping` (CSV only, required there: a JSON
+object, as a string) and `mark_all_pending` (true/false). The file is spooled to disk, not held
+in memory.
 
 {IMPORT_RULES}"""
 
@@ -282,12 +367,13 @@ async def _run_import(
         context.engine, team_id=user.team_id, limit=settings.import_max_concurrent_per_team
     ):
         with await read(request, max_bytes=settings.import_max_bytes) as upload:
-            return await import_service.import_csv(
+            return await import_service.import_rows(
                 context.session,
                 context.fetcher,
                 user=user,
                 dataset_id=dataset_id,
                 lines=upload.lines,
+                fmt=upload.format,
                 column_mapping=upload.column_mapping,
                 mark_all_pending=upload.mark_all_pending,
                 concurrency=settings.import_concurrency,
@@ -312,7 +398,7 @@ async def import_rows(
     request: Request,
     context: ImportContextDep,
 ) -> ImportResult:
-    """Import rows from CSV text given inline as JSON (see `JSON_IMPORT_DESCRIPTION`)."""
+    """Import rows from CSV or JSONL text given inline as JSON (see `JSON_IMPORT_DESCRIPTION`)."""
     return await _run_import(request, read_import_request, dataset_id=dataset_id, context=context)
 
 
@@ -334,7 +420,7 @@ async def import_rows_file(
     request: Request,
     context: ImportContextDep,
 ) -> ImportResult:
-    """Import rows from an uploaded CSV file (see `FILE_IMPORT_DESCRIPTION`)."""
+    """Import rows from an uploaded CSV or JSONL file (see `FILE_IMPORT_DESCRIPTION`)."""
     return await _run_import(request, read_file_import, dataset_id=dataset_id, context=context)
 
 
@@ -441,11 +527,18 @@ async def export_rows(
 
 @router.get("/{row_id}", operation_id="rows-get", response_model=RowPublic, responses=READ_ERRORS)
 async def get_row(
-    dataset_id: uuid.UUID, row_id: uuid.UUID, user: CurrentUser, session: SessionDep
-) -> DatasetRow:
+    dataset_id: uuid.UUID,
+    row_id: uuid.UUID,
+    user: CurrentUser,
+    session: SessionDep,
+    data_keys: DataKeysDep,
+) -> RowPublic:
     """One row of the dataset (404 when it belongs to another dataset)."""
-    return await row_service.get_row(
+    row = await row_service.get_row(
         session, team_id=user.team_id, dataset_id=dataset_id, row_id=row_id
+    )
+    return await row_output.public_row(
+        session, row, team_id=user.team_id, dataset_id=dataset_id, data_keys=data_keys
     )
 
 
@@ -455,6 +548,15 @@ async def get_row(
     status_code=201,
     response_model=RowPublic,
     responses=WRITE_ERRORS,
+    description=f"""Add a row: the server downloads `image_url` and stores the image's MD5.
+
+`data` maps fields to values, validated by each field's type and config; `null` and `""` mean
+unset. Fields left out (or unset) that have a `default_value` get it. The status is `reviewed`
+when every required field holds a value, else `pending`. An image already in the dataset (same
+MD5) is 409 DUPLICATE. The URL must be http(s) on a public address; the image must be at most
+`IMAGE_MAX_BYTES` (413) and arrive within `IMAGE_FETCH_TIMEOUT` seconds.
+
+{DATA_KEYS_RULES}""",
 )
 async def create_row(
     dataset_id: uuid.UUID,
@@ -462,22 +564,29 @@ async def create_row(
     user: CurrentUser,
     session: SessionDep,
     fetcher: ImageFetcherDep,
-) -> DatasetRow:
-    """Add a row: the server downloads `image_url` and stores the image's MD5.
-
-    `data` maps field ids to values, validated by each field's type and config; `null` and `""`
-    mean unset. Fields left out (or unset) that have a `default_value` get it. The status is
-    `reviewed` when every required field holds a value, else `pending`. An image already in the
-    dataset (same MD5) is 409 DUPLICATE. The URL must be http(s) on a public address; the image
-    must be at most `IMAGE_MAX_BYTES` (413) and arrive within `IMAGE_FETCH_TIMEOUT` seconds.
-    """
-    return await row_service.create_row(
+    data_keys: DataKeysDep,
+) -> RowPublic:
+    """Add a row (see the operation's description)."""
+    row = await row_service.create_row(
         session, fetcher, user=user, dataset_id=dataset_id, data=data
+    )
+    return await row_output.public_row(
+        session, row, team_id=user.team_id, dataset_id=dataset_id, data_keys=data_keys
     )
 
 
 @router.put(
-    "/{row_id}", operation_id="rows-update", response_model=RowPublic, responses=WRITE_ERRORS
+    "/{row_id}",
+    operation_id="rows-update",
+    response_model=RowPublic,
+    responses=WRITE_ERRORS,
+    description=f"""Change a row. `data`, when given, replaces the whole map and recomputes the
+status.
+
+An explicit `status` wins over the computed one. A changed `image_url` is downloaded and hashed
+again. `null` for any of the three keys means "leave unchanged".
+
+{DATA_KEYS_RULES}""",
 )
 async def update_row(
     dataset_id: uuid.UUID,
@@ -486,19 +595,30 @@ async def update_row(
     user: CurrentUser,
     session: SessionDep,
     fetcher: ImageFetcherDep,
-) -> DatasetRow:
-    """Change a row. `data`, when given, replaces the whole map and recomputes the status.
-
-    An explicit `status` wins over the computed one. A changed `image_url` is downloaded and
-    hashed again. `null` for any of the three keys means "leave unchanged".
-    """
-    return await row_service.update_row(
+    data_keys: DataKeysDep,
+) -> RowPublic:
+    """Change a row (see the operation's description)."""
+    row = await row_service.update_row(
         session, fetcher, user=user, dataset_id=dataset_id, row_id=row_id, data=data
+    )
+    return await row_output.public_row(
+        session, row, team_id=user.team_id, dataset_id=dataset_id, data_keys=data_keys
     )
 
 
 @router.patch(
-    "/{row_id}", operation_id="rows-patch", response_model=RowPublic, responses=WRITE_ERRORS
+    "/{row_id}",
+    operation_id="rows-patch",
+    response_model=RowPublic,
+    responses=WRITE_ERRORS,
+    description=f"""Change part of a row. `data` is merged into the stored values key by key: a
+key mapped to `null` (or `""`) unsets that field, keys left out keep their values, and the status
+is recomputed from the result. Keys given as names are resolved to ids before the merge.
+
+An explicit `status` wins over the computed one; `image_url` works as in `PUT`. Concurrent
+PATCHes of different keys all take effect. `PUT` keeps its replace-the-whole-map semantics.
+
+{DATA_KEYS_RULES}""",
 )
 async def patch_row(
     dataset_id: uuid.UUID,
@@ -507,16 +627,14 @@ async def patch_row(
     user: CurrentUser,
     session: SessionDep,
     fetcher: ImageFetcherDep,
-) -> DatasetRow:
-    """Change part of a row. `data` is merged into the stored values key by key: a key mapped to
-    `null` (or `""`) unsets that field, keys left out keep their values, and the status is
-    recomputed from the result.
-
-    An explicit `status` wins over the computed one; `image_url` works as in `PUT`. Concurrent
-    PATCHes of different keys all take effect. `PUT` keeps its replace-the-whole-map semantics.
-    """
-    return await row_service.update_row(
+    data_keys: DataKeysDep,
+) -> RowPublic:
+    """Change part of a row (see the operation's description)."""
+    row = await row_service.update_row(
         session, fetcher, user=user, dataset_id=dataset_id, row_id=row_id, data=data, merge=True
+    )
+    return await row_output.public_row(
+        session, row, team_id=user.team_id, dataset_id=dataset_id, data_keys=data_keys
     )
 
 

@@ -1,13 +1,18 @@
-"""CSV import: read, convert by field type, fetch images concurrently, insert in batches.
+"""Import from CSV or JSON Lines: read, convert by field type, fetch images, insert in batches.
+
+Each format is a record source that turns the file's lines into candidates (an image URL and
+checked values, by field id) or the reason a record is invalid: CSV cells are text converted by
+field type (`parse_text`); a JSONL line is one JSON object whose `data` holds JSON values,
+checked as a row's `data` on create (`validate_data`). One importer takes the candidates.
 
 Rows go in batches of `BATCH_SIZE`: the batch's images are fetched `concurrency` at a time
 with the shared safe fetcher, then the batch is written with one
 `INSERT ... SELECT FROM unnest(...) ON CONFLICT (dataset_id, image_hash) DO NOTHING RETURNING`
 and committed. The unique index decides duplicates (already in the dataset, or earlier in the
 file), so an interrupted import keeps whole committed batches and a rerun adds only what is
-missing. Memory holds one batch besides the CSV text (the multipart form streams from a temp
-file; the JSON form's lines are sliced from its one string). Reading hands the event loop back
-every `YIELD_INTERVAL` seconds, so a file of invalid rows cannot stall the process.
+missing. Memory holds one batch besides the file's text (the multipart form streams from a
+temp file; the JSON form's lines are sliced from its one string). Reading hands the event loop
+back every `YIELD_INTERVAL` seconds, so a file of invalid rows cannot stall the process.
 """
 
 from __future__ import annotations
@@ -22,22 +27,24 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
+from pydantic import ValidationError
 from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, TEXT, UUID
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.common.exceptions import AppException, PayloadTooLargeException, ValidationException
+from app.domain.field_keys import shown_key
 from app.domain.field_types import FieldRule, FieldValueError, parse_text
 from app.models.base import utcnow
 from app.models.dataset import Dataset
-from app.models.row import ImportResult
+from app.models.row import FileFormat, ImportResult, JsonlRow, RowStatus
 from app.models.user import User
 from app.services import dataset_service
 from app.services.image_fetch import ImageFetcher
 from app.services.row_service import field_rules
-from app.services.row_values import PENDING, computed_status, validate_data
+from app.services.row_values import PENDING, by_field_id, computed_status, validate_data
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +53,14 @@ MAX_ERRORS = 100
 IMAGE_COLUMN = "image_url"
 READ_CHUNK = 1024 * 1024
 YIELD_INTERVAL = 0.005
-"""Longest stretch of CSV reading, in seconds, before other requests get the event loop."""
+"""Longest stretch of reading, in seconds, before other requests get the event loop."""
+FORMAT_LABELS: dict[str, str] = {"csv": "CSV", "jsonl": "JSONL"}
+RECORD_LABELS: dict[str, str] = {"csv": "Row", "jsonl": "Line"}
+"""How an import's messages name a record: `Row N` (CSV line where the record starts), or
+`Line N` (JSONL line)."""
+JSON_WHITESPACE = " \t\r\n"
+
+T = TypeVar("T")
 
 csv.field_size_limit(sys.maxsize)
 
@@ -67,18 +81,25 @@ _INSERT = text("""INSERT INTO dataset_rows (id, dataset_id, image_url, image_has
 
 @dataclass
 class _Candidate:
-    """A CSV record that converted cleanly and now needs its image."""
+    """A record that converted cleanly and now needs its image; `status` when the file set it."""
 
     line: int
     image_url: str
     data: dict[str, Any]
+    status: RowStatus | None = None
     md5: str | None = None
+
+
+Record = tuple[int, "_Candidate | str | None"]
+"""A record source's item: the line, and the candidate, or why the record is invalid, or None
+for a blank line (sources yield those too, so that reading them is paced as well)."""
 
 
 @dataclass
 class _Tally:
     """The running counts and messages of one import."""
 
+    label: str = "Row"
     imported: int = 0
     skipped_duplicates: int = 0
     skipped_invalid: int = 0
@@ -95,7 +116,7 @@ class _Tally:
             imported=self.imported,
             skipped_duplicates=self.skipped_duplicates,
             skipped_invalid=self.skipped_invalid,
-            errors=[f"Row {line}: {reason}" for line, reason in sorted(self.errors)],
+            errors=[f"{self.label} {line}: {reason}" for line, reason in sorted(self.errors)],
         )
 
 
@@ -117,43 +138,50 @@ def utf8_length(content: str) -> int:
     )
 
 
-def check_csv_text(content: str, *, max_bytes: int) -> None:
-    """Check CSV text given inline (JSON form) without copying it.
+def check_import_text(content: str, *, max_bytes: int, fmt: FileFormat) -> None:
+    """Check a file's text given inline (JSON form) without copying it.
+
+    A NUL in CSV refuses the whole file; in JSONL it makes only its own line invalid.
 
     Raises:
         PayloadTooLargeException: when it is over `max_bytes` (as UTF-8).
-        ValidationException: when it holds NUL characters.
+        ValidationException: when CSV holds NUL characters.
     """
+    label = FORMAT_LABELS[fmt]
     if len(content) > max_bytes or utf8_length(content) > max_bytes:
-        raise PayloadTooLargeException(f"The CSV exceeds {max_bytes} bytes")
-    if "\x00" in content:
-        raise ValidationException.for_field("body.file_content", "the CSV contains NUL characters")
+        raise PayloadTooLargeException(f"The {label} exceeds {max_bytes} bytes")
+    if fmt == "csv" and "\x00" in content:
+        raise ValidationException.for_field(
+            "body.file_content", f"the {label} contains NUL characters"
+        )
 
 
-def check_csv_file(handle: IO[bytes], *, max_bytes: int) -> None:
-    """Check an uploaded CSV before any row is read: size, UTF-8, no NUL; rewinds the file.
+def check_import_file(handle: IO[bytes], *, max_bytes: int, fmt: FileFormat) -> None:
+    """Check an uploaded file before any record is read: size, UTF-8, no NUL in CSV (in JSONL a
+    NUL makes only its own line invalid); rewinds the file.
 
     Raises:
         PayloadTooLargeException: when it is over `max_bytes`.
-        ValidationException: when it is not UTF-8 text or holds NUL bytes.
+        ValidationException: when it is not UTF-8 text, or CSV holds NUL bytes.
     """
+    label = FORMAT_LABELS[fmt]
     decoder = codecs.getincrementaldecoder("utf-8")()
     size = 0
     handle.seek(0)
     while chunk := handle.read(READ_CHUNK):
         size += len(chunk)
         if size > max_bytes:
-            raise PayloadTooLargeException(f"The CSV exceeds {max_bytes} bytes")
-        if b"\x00" in chunk:
-            raise ValidationException.for_field("file", "the CSV contains NUL bytes")
+            raise PayloadTooLargeException(f"The {label} exceeds {max_bytes} bytes")
+        if fmt == "csv" and b"\x00" in chunk:
+            raise ValidationException.for_field("file", f"the {label} contains NUL bytes")
         try:
             decoder.decode(chunk)
         except UnicodeDecodeError:
-            raise ValidationException.for_field("file", "the CSV is not UTF-8 text") from None
+            raise ValidationException.for_field("file", f"the {label} is not UTF-8 text") from None
     try:
         decoder.decode(b"", final=True)
     except UnicodeDecodeError:
-        raise ValidationException.for_field("file", "the CSV is not UTF-8 text") from None
+        raise ValidationException.for_field("file", f"the {label} is not UTF-8 text") from None
     handle.seek(0)
 
 
@@ -162,11 +190,19 @@ def _resolve_columns(
 ) -> _Columns:
     """Check `column_mapping` against the schema and the header, before any row is read.
 
+    Fields are named by id or by name, as in a row's `data` (`by_field_id`); the key
+    `"image_url"` is always the image column.
+
     Raises:
-        ValidationException: for an unknown field, a missing image column, or a column that
-            is not in the header.
+        ValidationException: for an unknown field or one named twice, a missing image column,
+            or a column that is not in the header.
     """
     by_id = {rule.id: rule for rule in rules}
+    field_columns = by_field_id(
+        rules,
+        {key: name for key, name in mapping.items() if key != IMAGE_COLUMN},
+        location="column_mapping",
+    )
     positions: dict[str, int] = {}
     for index, name in enumerate(header):
         positions.setdefault(name, index)
@@ -178,21 +214,12 @@ def _resolve_columns(
             )
         return positions[name]
 
-    for key in mapping:
-        if key != IMAGE_COLUMN and key not in by_id:
-            raise ValidationException.for_field(
-                f"column_mapping.{key}"[:200], "not a field of this dataset's schema"
-            )
     image_name = mapping.get(IMAGE_COLUMN)
     if not image_name:
         raise ValidationException.for_field(
             f"column_mapping.{IMAGE_COLUMN}", "the image URL column must be mapped"
         )
-    fields = [
-        (by_id[key], column(key, name))
-        for key, name in mapping.items()
-        if key != IMAGE_COLUMN and name
-    ]
+    fields = [(by_id[key], column(key, name)) for key, name in field_columns.items() if name]
     return _Columns(image=column(IMAGE_COLUMN, image_name), fields=fields)
 
 
@@ -239,21 +266,101 @@ def _records(reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str]]]:
         yield start, record
 
 
-async def _paced(records: Iterator[tuple[int, list[str]]]) -> AsyncIterator[tuple[int, list[str]]]:
-    """Yield the non-blank records, handing the event loop back every `YIELD_INTERVAL` seconds.
+def _csv_candidates(
+    reader: Iterator[list[str]], columns: _Columns, rules: Sequence[FieldRule]
+) -> Iterator[Record]:
+    """The CSV record source: each record converted by `_convert`."""
+    for line, record in _records(reader):
+        if not any(value.strip() for value in record):
+            yield line, None
+            continue
+        try:
+            image_url, data = _convert(record, columns, rules)
+        except ValueError as error:
+            yield line, str(error)
+            continue
+        yield line, _Candidate(line=line, image_url=image_url, data=data)
+
+
+def _csv_source(
+    lines: Iterable[str], mapping: Mapping[str, str | None], rules: Sequence[FieldRule]
+) -> Iterator[Record]:
+    """Read the header and check the mapping at once, then give the records one by one.
+
+    Raises:
+        ValidationException: for an empty CSV or a bad mapping, before any row is read.
+    """
+    reader = csv.reader(iter(lines))
+    header = next(reader, None)
+    if header is None:
+        raise ValidationException.for_field("file", "the CSV is empty (no header row)")
+    return _csv_candidates(reader, _resolve_columns(mapping, header, rules), rules)
+
+
+def _jsonl_problem(error: ValidationError) -> str:
+    """Why a JSONL line is invalid, from the first problem pydantic found in it."""
+    item = error.errors()[0]
+    where = ".".join(shown_key(str(part)) for part in item["loc"])
+    message = str(item["msg"]).removeprefix("Value error, ")
+    if item["type"] in ("json_invalid", "string_unicode"):
+        detail = message.removeprefix("Invalid JSON: ").replace("at line 1 column", "at column")
+        return f"not valid JSON ({detail})"
+    if item["type"] == "model_type":
+        return "not a JSON object"
+    if item["type"] == "extra_forbidden":
+        return f"unknown key '{where}'"
+    if item["type"] == "missing":
+        return f"{where} is missing"
+    return f"{where}: {message}"
+
+
+def _convert_jsonl(line: int, text: str, rules: Sequence[FieldRule]) -> _Candidate:
+    """Turn one JSONL line into a candidate; `data` is checked as a row's `data` on create.
+
+    Raises:
+        ValueError: with the reason the line is invalid.
+    """
+    try:
+        record = JsonlRow.model_validate_json(text.rstrip("\r\n"))
+    except ValidationError as error:
+        raise ValueError(_jsonl_problem(error)) from None
+    image_url = record.image_url.strip()
+    if not image_url:
+        raise ValueError("image_url is empty")
+    try:
+        data = validate_data(rules, record.data, apply_defaults=True, location="data")
+    except ValidationException as error:
+        raise ValueError(error.message) from None
+    return _Candidate(line=line, image_url=image_url, data=data, status=record.status)
+
+
+def _jsonl_source(lines: Iterable[str], rules: Sequence[FieldRule]) -> Iterator[Record]:
+    """The JSONL record source: one JSON object per line (line 1 is the first), blank lines
+    skipped."""
+    for line, text in enumerate(lines, start=1):
+        if not text.strip(JSON_WHITESPACE):
+            yield line, None
+            continue
+        try:
+            yield line, _convert_jsonl(line, text, rules)
+        except ValueError as error:
+            yield line, str(error)
+
+
+async def _paced(items: Iterator[T]) -> AsyncIterator[T]:
+    """Yield the items, handing the event loop back every `YIELD_INTERVAL` seconds.
 
     Reading and converting records is CPU work with no I/O of its own (a file of invalid rows
-    never reaches an image fetch), so without these pauses a large CSV would stall every other
+    never reaches an image fetch), so without these pauses a large file would stall every other
     request of the process until it is read.
     """
     clock = time.monotonic
     pause_at = clock() + YIELD_INTERVAL
-    for line, record in records:
+    for item in items:
         if clock() >= pause_at:
             await asyncio.sleep(0)
             pause_at = clock() + YIELD_INTERVAL
-        if any(value.strip() for value in record):
-            yield line, record
+        yield item
 
 
 class _Importer:
@@ -268,11 +375,12 @@ class _Importer:
         user: User,
         mark_all_pending: bool,
         concurrency: int,
+        label: str,
     ) -> None:
         self.session, self.fetcher = session, fetcher
         self.dataset, self.user = dataset, user
         self.mark_all_pending, self.concurrency = mark_all_pending, concurrency
-        self.tally = _Tally()
+        self.tally = _Tally(label=label)
 
     async def run_batch(self, batch: list[_Candidate]) -> None:
         """Fetch the batch's images, then insert and commit what remains valid."""
@@ -303,6 +411,14 @@ class _Importer:
                 fetched.append(candidate)
         return fetched
 
+    def _status(
+        self, candidate: _Candidate, rules: Sequence[FieldRule], data: Mapping[str, Any]
+    ) -> RowStatus:
+        """`pending` with `mark_all_pending`, else the status the file set, else computed."""
+        if self.mark_all_pending:
+            return PENDING
+        return candidate.status or computed_status(rules, data)
+
     async def _insert(self, batch: list[_Candidate]) -> None:
         """Write one batch in its own transaction; image-index conflicts are duplicates.
 
@@ -321,7 +437,7 @@ class _Importer:
             urls.append(candidate.image_url)
             hashes.append(candidate.md5)
             datas.append(json.dumps(data))
-            statuses.append(PENDING if self.mark_all_pending else computed_status(rules, data))
+            statuses.append(self._status(candidate, rules, data))
         if ids:
             result = await self.session.exec(  # type: ignore[call-overload]
                 _INSERT.bindparams(
@@ -341,42 +457,67 @@ class _Importer:
         await self.session.commit()
 
 
-async def import_csv(
+def _record_source(
+    lines: Iterable[str],
+    fmt: FileFormat,
+    column_mapping: Mapping[str, str | None] | None,
+    rules: Sequence[FieldRule],
+) -> Iterator[Record]:
+    """The record source of the format; CSV checks its header and mapping here.
+
+    Raises:
+        ValidationException: for CSV without a mapping, an empty CSV or a bad mapping; for
+            JSONL with a mapping (its lines name their fields themselves).
+    """
+    if fmt == "jsonl":
+        if column_mapping:
+            raise ValidationException.for_field(
+                "column_mapping", "not used with format jsonl: each line's data names its fields"
+            )
+        return _jsonl_source(lines, rules)
+    if column_mapping is None:
+        raise ValidationException.for_field("column_mapping", "required with format csv")
+    return _csv_source(lines, column_mapping, rules)
+
+
+async def import_rows(
     session: AsyncSession,
     fetcher: ImageFetcher,
     *,
     user: User,
     dataset_id: uuid.UUID,
     lines: Iterable[str],
-    column_mapping: Mapping[str, str | None],
+    fmt: FileFormat,
+    column_mapping: Mapping[str, str | None] | None,
     mark_all_pending: bool,
     concurrency: int,
 ) -> ImportResult:
-    """Import CSV text into a dataset.
+    """Import a CSV or JSON Lines file into a dataset.
 
     Args:
-        lines: The CSV text (BOM already removed), as lines read with `newline=""`.
-        column_mapping: `"image_url"` and field ids → CSV column names (`""`: not mapped).
-        mark_all_pending: Store every row as `pending` instead of the computed status.
+        lines: The file's text (BOM already removed), as lines read with `newline=""`.
+        fmt: `csv` or `jsonl`.
+        column_mapping: CSV only: `"image_url"` and fields (by id or name) → CSV column names
+            (`""`: not mapped). Must be None (or empty) for JSONL.
+        mark_all_pending: Store every row as `pending` instead of the computed status (or, in
+            JSONL, the line's own `status`).
         concurrency: Images fetched at once (`IMPORT_CONCURRENCY`).
 
     Returns:
-        The counts, and up to 100 `"Row N: reason"` messages (N = CSV line, header = 1).
+        The counts, and up to 100 `"Row N: reason"` messages (N = CSV line, header = 1), or
+        `"Line N: reason"` for JSONL (N = line, the first is 1).
 
     Raises:
         NotFoundException: when the dataset is not in the caller's team.
-        ValidationException: for an empty CSV or a bad mapping, before any row is read.
+        ValidationException: for a missing or unexpected mapping, an empty CSV or a bad
+            mapping, before any row is read.
     """
     dataset = await dataset_service.get_dataset(
         session, team_id=user.team_id, dataset_id=dataset_id
     )
     rules = await field_rules(session, dataset, lock_schema=False)
     await session.commit()
-    reader = csv.reader(iter(lines))
-    header = next(reader, None)
-    if header is None:
-        raise ValidationException.for_field("file", "the CSV is empty (no header row)")
-    columns = _resolve_columns(column_mapping, header, rules)
+    records = _record_source(lines, fmt, column_mapping, rules)
     importer = _Importer(
         session,
         fetcher,
@@ -384,15 +525,14 @@ async def import_csv(
         user=user,
         mark_all_pending=mark_all_pending,
         concurrency=concurrency,
+        label=RECORD_LABELS[fmt],
     )
     batch: list[_Candidate] = []
-    async for line, record in _paced(_records(reader)):
-        try:
-            image_url, data = _convert(record, columns, rules)
-        except ValueError as error:
-            importer.tally.invalid(line, str(error))
-            continue
-        batch.append(_Candidate(line=line, image_url=image_url, data=data))
+    async for line, candidate in _paced(records):
+        if isinstance(candidate, str):
+            importer.tally.invalid(line, candidate)
+        elif candidate is not None:
+            batch.append(candidate)
         if len(batch) >= BATCH_SIZE:
             await importer.run_batch(batch)
             batch = []
@@ -400,7 +540,8 @@ async def import_csv(
         await importer.run_batch(batch)
     tally = importer.tally
     logger.info(
-        "Import into dataset %s: %d imported, %d duplicates, %d invalid",
+        "Import (%s) into dataset %s: %d imported, %d duplicates, %d invalid",
+        fmt,
         dataset.id,
         tally.imported,
         tally.skipped_duplicates,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 from sqlalchemy import delete, text, update
 from sqlalchemy.exc import IntegrityError
@@ -24,7 +23,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.common.db_errors import unique_constraint
 from app.common.exceptions import DuplicateException, ErrorDetail, NotFoundException
-from app.common.pagination import Page, PageParams
 from app.domain.field_types import FieldRule
 from app.models.base import utcnow
 from app.models.dataset import Dataset
@@ -32,23 +30,15 @@ from app.models.row import (
     IMAGE_UNIQUE_KEY,
     DatasetRow,
     RowCreate,
-    RowSort,
     RowStatus,
     RowUpdate,
 )
 from app.models.user import User
 from app.services import dataset_service, schema_service
 from app.services.image_fetch import ImageFetcher, normalize_url
-from app.services.row_values import PENDING, REVIEWED, computed_status, validate_data
+from app.services.row_values import by_field_id, computed_status, validate_data
 
 IMAGE_TAKEN = "This image is already in the dataset"
-
-_SORT_COLUMNS: dict[str, tuple[Any, bool]] = {
-    "created_at": (DatasetRow.created_at, False),
-    "-created_at": (DatasetRow.created_at, True),
-    "updated_at": (DatasetRow.updated_at, False),
-    "-updated_at": (DatasetRow.updated_at, True),
-}
 
 WITH_AUTHORS = (
     joinedload(DatasetRow.creator),  # type: ignore[arg-type]
@@ -161,60 +151,6 @@ async def _save(session: AsyncSession, row: DatasetRow, *, team_id: uuid.UUID) -
         raise DuplicateException(IMAGE_TAKEN, details=[detail]) from None
 
 
-async def list_rows(
-    session: AsyncSession,
-    *,
-    team_id: uuid.UUID,
-    dataset_id: uuid.UUID,
-    params: PageParams,
-    status: RowStatus | None = None,
-    sort: RowSort = "-updated_at",
-) -> Page[DatasetRow]:
-    """A page of the dataset's rows with their authors, filtered by status, in a stable order
-    (ties by id).
-
-    The total comes from the dataset's counters, so no row is counted.
-    """
-    dataset = await dataset_service.get_dataset(session, team_id=team_id, dataset_id=dataset_id)
-    column, descending = _SORT_COLUMNS[sort]
-    order = (
-        [col(column).desc(), col(DatasetRow.id).desc()]
-        if descending
-        else [
-            col(column),
-            col(DatasetRow.id),
-        ]
-    )
-    query = select(DatasetRow).options(*WITH_AUTHORS).where(DatasetRow.dataset_id == dataset.id)
-    if status is not None:
-        query = query.where(DatasetRow.status == status)
-    query = query.order_by(*order).offset(params.offset).limit(params.page_size)
-    rows = list((await session.exec(query)).all())
-    return Page[DatasetRow].build(rows, _count(dataset, status), params)
-
-
-def _count(dataset: Dataset, status: RowStatus | None) -> int:
-    if status == PENDING:
-        return dataset.pending_count
-    if status == REVIEWED:
-        return dataset.rows_count - dataset.pending_count
-    return dataset.rows_count
-
-
-async def review_queue(
-    session: AsyncSession, *, team_id: uuid.UUID, dataset_id: uuid.UUID, params: PageParams
-) -> Page[DatasetRow]:
-    """The pending rows, oldest first."""
-    return await list_rows(
-        session,
-        team_id=team_id,
-        dataset_id=dataset_id,
-        params=params,
-        status=PENDING,
-        sort="created_at",
-    )
-
-
 async def create_row(
     session: AsyncSession,
     fetcher: ImageFetcher,
@@ -272,7 +208,8 @@ async def update_row(
 
     `data`, when given, replaces the whole map (with `merge`, it is merged into the stored map
     key by key, `null` unsetting a key) and the status is recomputed from the result, unless an
-    explicit `status` is given, which wins. The merge happens on the row as read under its row
+    explicit `status` is given, which wins. Keys of `data` may be field ids or names; names are
+    resolved to ids before the merge. The merge happens on the row as read under its row
     lock, so concurrent changes of different keys all survive. A new `image_url` is downloaded
     and hashed again; a URL whose normalized form is the stored one is unchanged (nothing is
     downloaded). Saving ends the row's review lease, whoever held it.
@@ -302,7 +239,7 @@ async def update_row(
     if image is not None:
         row.image_url, row.image_hash = image.url, image.md5
     if data.data is not None:
-        changes = {**row.data, **data.data} if merge else data.data
+        changes = {**row.data, **by_field_id(rules, data.data)} if merge else data.data
         row.data = validate_data(rules, changes, apply_defaults=False)
         row.status = computed_status(rules, row.data)
     if data.status is not None:

@@ -18,6 +18,7 @@ class Options:
     requests: int
     warmup: int
     datasets: int
+    scale_rows: int
     output_dir: Path
 
 
@@ -41,6 +42,12 @@ def parse_options(argv: list[str] | None = None) -> Options:
     parser.add_argument("--requests", type=_positive, default=200, help="requests per endpoint")
     parser.add_argument("--warmup", type=int, default=20, help="unmeasured requests first")
     parser.add_argument("--datasets", type=_positive, default=50, help="datasets in the team")
+    parser.add_argument(
+        "--scale-rows",
+        type=int,
+        default=1_000_000,
+        help="rows of the review-at-scale dataset (0 skips that part)",
+    )
     parser.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT, help="results folder")
     args = parser.parse_args(argv)
     return Options(
@@ -49,5 +56,6 @@ def parse_options(argv: list[str] | None = None) -> Options:
         requests=args.requests,
         warmup=max(0, args.warmup),
         datasets=max(args.datasets, 2),
+        scale_rows=max(0, args.scale_rows),
         output_dir=args.output_dir,
     )

@@ -14,7 +14,6 @@ from bench.scenarios import ExportResult, ImportResult, LatencyResult
 IMPORT_TARGET = 500.0
 EXPORT_TARGET = 100_000.0
 RSS_TARGET_MIB = 50.0
-P50_TARGET_MS = 15.0
 REFERENCE_PATH = "/health"
 
 
@@ -70,7 +69,9 @@ class Results:
         for latency in self.latencies:
             if latency.path == REFERENCE_PATH:
                 continue
-            targets.append(Target(f"p50 {latency.name}", latency.p50, "<=", P50_TARGET_MS, "ms"))
+            targets.append(
+                Target(f"p50 {latency.name}", latency.p50, "<=", latency.target_ms, "ms")
+            )
         return targets
 
     def check_failures(self) -> list[str]:

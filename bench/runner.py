@@ -23,6 +23,7 @@ from bench.api import Admin, Api, ApiError, field_ids
 from bench.images import start_images
 from bench.options import Options, parse_options
 from bench.report import Results, print_summary, to_json
+from bench.review_scale import CLAIMERS, measure_claims, measure_scale_reads
 from bench.scenarios import latency_probes, measure_latency, run_export, run_import
 from bench.seed import insert_rows
 from tests.aitrace_process import AitraceProcess, aitrace_process
@@ -94,7 +95,7 @@ def _seed_export_dataset(context: Context) -> str:
     """A new dataset filled with `export_rows` rows straight in SQL; returns its id."""
     rows = context.results.options.export_rows
     dataset_id: str = context.api.create_dataset("Bench export", context.schema_id)["id"]
-    with step(f"insert {rows:,} rows in SQL and ANALYZE", context.results.setup_seconds):
+    with step(f"insert {rows:,} rows in SQL and VACUUM ANALYZE", context.results.setup_seconds):
         insert_rows(
             context.service.socket_dir, dataset_id, context.fields, context.admin.user_id, rows
         )
@@ -128,6 +129,22 @@ def _measure_latency(context: Context, dataset_id: str) -> None:
         context.results.latencies.append(latency)
 
 
+def _measure_review_at_scale(context: Context) -> None:
+    """Cursor pages, filters, search and concurrent claims on a dataset of `scale_rows` rows."""
+    options = context.results.options
+    rows = options.scale_rows
+    dataset_id: str = context.api.create_dataset("Bench scale", context.schema_id)["id"]
+    with step(f"insert {rows:,} rows in SQL and VACUUM ANALYZE", context.results.setup_seconds):
+        insert_rows(
+            context.service.socket_dir, dataset_id, context.fields, context.admin.user_id, rows
+        )
+    with step(f"{options.requests} x each read on {rows:,} rows"):
+        reads = measure_scale_reads(context.api, dataset_id, options.requests, options.warmup)
+    context.results.latencies += reads
+    with step(f"{CLAIMERS} concurrent claimers on {rows:,} rows"):
+        context.results.latencies.append(measure_claims(context.api, dataset_id))
+
+
 def _prepare(stack: ExitStack, results: Results) -> Context:
     """Start the service, set the instance up and create the benchmark schema."""
     log_path = results.options.output_dir / "server.log"
@@ -152,6 +169,8 @@ def run(options: Options) -> Results:
         _measure_exports(context, export_dataset)
         _fill_team(context, existing=2)
         _measure_latency(context, export_dataset)
+        if options.scale_rows:
+            _measure_review_at_scale(context)
         results.load_average["end"] = os.getloadavg()[0]
         print("-> stopping aitrace", flush=True)
     return results

@@ -79,6 +79,8 @@ class LatencyResult:
     path: str
     samples_ms: list[float] = field(default_factory=list, repr=False)
     failure: str | None = None
+    target_ms: float = 15.0
+    """The p50 goal."""
 
     @property
     def p50(self) -> float | None:

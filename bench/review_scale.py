@@ -1,0 +1,107 @@
+"""Review at scale: deep cursor pages, filtered lists, text search and concurrent claims.
+
+Runs against a dataset of `--scale-rows` rows (1,000,000 by default) seeded in SQL by
+`bench.seed`: a quarter pending, labels cat/dog/bird, scores 0.000-0.999, captions
+"caption for image <n>".
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from urllib.parse import urlencode
+
+import httpx
+
+from bench.api import API, Api, ApiError, expect
+from bench.scenarios import LatencyResult, measure_latency
+
+CURSOR_TARGET_MS = 15.0
+FILTER_TARGET_MS = 20.0
+SEARCH_TARGET_MS = 50.0
+CLAIM_TARGET_MS = 10.0
+CLAIMERS = 20
+CLAIMS_EACH = 25
+CLAIM_BODY = {"count": 5, "lease_seconds": 600}
+DEEP_PAGE = 25_000
+"""Where the measured cursor points: row 500,000 of the listing at 20 rows a page."""
+
+
+def deep_cursor(api: Api, dataset_id: str) -> str:
+    """The `next_cursor` of page `DEEP_PAGE` (fetched once, by OFFSET)."""
+    page = expect(api.get(f"/datasets/{dataset_id}/rows?page={DEEP_PAGE}&page_size=20"))
+    cursor: str = page["next_cursor"]
+    return cursor
+
+
+def scale_probes(dataset_id: str, cursor: str) -> list[tuple[str, str, float]]:
+    """Name, path and p50 target (ms) of each read measured on the big dataset."""
+    rows = f"/datasets/{dataset_id}/rows"
+    filtered = urlencode(
+        [("filter", "label:eq:dog"), ("filter", "score:gte:0.2"), ("filter", "score:lt:0.6")]
+    )
+    return [
+        (
+            "1M: rows page by deep cursor",
+            f"{rows}?{urlencode({'cursor': cursor})}",
+            CURSOR_TARGET_MS,
+        ),
+        ("1M: filtered (enum + numeric range)", f"{rows}?{filtered}", FILTER_TARGET_MS),
+        ("1M: full-text search q", f"{rows}?{urlencode({'q': 'image 424242'})}", SEARCH_TARGET_MS),
+        (
+            "1M: text contains filter",
+            f"{rows}?{urlencode({'filter': 'caption:contains:image 42424'})}",
+            SEARCH_TARGET_MS,
+        ),
+    ]
+
+
+def measure_scale_reads(
+    api: Api, dataset_id: str, requests: int, warmup: int
+) -> list[LatencyResult]:
+    """Sequential latency of each scale probe, with its own target."""
+    cursor = deep_cursor(api, dataset_id)
+    results = []
+    for name, path, target in scale_probes(dataset_id, cursor):
+        result = measure_latency(api, name, path, requests, warmup)
+        result.target_ms = target
+        results.append(result)
+    return results
+
+
+def measure_claims(api: Api, dataset_id: str) -> LatencyResult:
+    """`CLAIMERS` threads, each on its own connection, claiming `CLAIMS_EACH` times at once.
+
+    Every claim must hand out rows nobody else got; a row handed out twice is a failure.
+    """
+    path = f"/datasets/{dataset_id}/rows/queue/claim"
+    result = LatencyResult(name=f"1M: claim, {CLAIMERS} concurrent claimers", path=path)
+    result.target_ms = CLAIM_TARGET_MS
+    handed: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(CLAIMERS)
+
+    def claimer() -> None:
+        with httpx.Client(base_url=api.client.base_url, headers=api.client.headers) as client:
+            start.wait()
+            for _ in range(CLAIMS_EACH):
+                began = time.perf_counter()
+                response = client.post(f"{API}{path}", json=CLAIM_BODY)
+                elapsed = (time.perf_counter() - began) * 1000
+                try:
+                    ids = [row["id"] for row in expect(response)["items"]]
+                except ApiError as error:
+                    result.failure = str(error)
+                    return
+                with lock:
+                    result.samples_ms.append(elapsed)
+                    handed.extend(ids)
+
+    threads = [threading.Thread(target=claimer) for _ in range(CLAIMERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if len(handed) != len(set(handed)):
+        result.failure = f"{len(handed) - len(set(handed))} rows were handed out twice"
+    return result

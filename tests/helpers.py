@@ -106,6 +106,31 @@ def recorded_queries(app: FastAPI) -> Iterator[list[tuple[str, Any]]]:
         event.remove(engine, "before_cursor_execute", record)
 
 
+async def vacuum_analyze(app: FastAPI) -> None:
+    """VACUUM ANALYZE the rows table, as autovacuum would on a live installation: fresh
+    statistics, and the GIN indexes' pending entries moved into the indexes proper."""
+    async with app.state.engine.connect() as conn:
+        autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await autocommit.exec_driver_sql("VACUUM ANALYZE dataset_rows")
+
+
+async def explained(app: FastAPI, queries: list[tuple[str, Any]], keep: str) -> str:
+    """The query plans (EXPLAIN, not run) of the recorded statements that contain `keep`.
+
+    Sequential scans are disabled for the EXPLAIN: on a test-sized table reading everything is
+    cheapest, and the question is whether a statement is written so that an index can serve it.
+    """
+    plans = []
+    async with app.state.engine.connect() as conn:
+        await conn.exec_driver_sql("SET enable_seqscan = off")
+        for statement, parameters in queries:
+            if keep in statement:
+                result = await conn.exec_driver_sql(f"EXPLAIN {statement}", parameters)
+                plans.append("\n".join(row[0] for row in result))
+    assert plans, f"no statement with {keep!r} among {queries}"
+    return "\n\n".join(plans)
+
+
 @contextmanager
 def count_statements(app: FastAPI) -> Iterator[list[str]]:
     """Record every SQL statement the app's engine runs inside the block."""

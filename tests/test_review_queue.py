@@ -13,7 +13,15 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 
 from tests.factories import Account, Catalog, add_member
-from tests.helpers import assert_error, execute, fetch_value, insert_row
+from tests.helpers import (
+    assert_error,
+    execute,
+    explained,
+    fetch_value,
+    insert_row,
+    recorded_queries,
+    vacuum_analyze,
+)
 
 
 async def claim(
@@ -218,3 +226,34 @@ async def test_claim_rejects_bad_requests_and_claims_nothing(
         headers={**catalog.member.headers, "Content-Type": "application/json"},
     )
     assert_error(bad_release, 400, "VALIDATION_ERROR")
+
+
+async def test_a_claim_reads_its_partial_indexes_not_every_leased_row(
+    app: FastAPI, client: AsyncClient, catalog: Catalog
+) -> None:
+    await execute(
+        app,
+        """INSERT INTO dataset_rows (id, dataset_id, image_url, image_hash, data, status,
+                                     created_at, updated_at)
+           SELECT gen_random_uuid(), :dataset, 'https://img.example/' || n || '.png',
+                  md5(n::text), '{}', 'pending', now(), now()
+             FROM generate_series(1, 3000) AS n""",
+        dataset=uuid.UUID(catalog.dataset["id"]),
+    )
+    await claim(client, catalog, catalog.member, count=50)
+    await vacuum_analyze(app)
+    with recorded_queries(app) as queries:
+        await claim(client, catalog, catalog.admin)
+    plan = await explained(app, queries, keep="FOR UPDATE SKIP LOCKED")
+    assert "dataset_rows_unclaimed_idx" in plan and "dataset_rows_leased_idx" in plan, plan
+
+
+async def test_a_deleted_reviewers_rows_are_free_at_once(
+    app: FastAPI, client: AsyncClient, catalog: Catalog
+) -> None:
+    row_id = await insert_row(app, catalog.dataset["id"])
+    leaver = await add_member(client, catalog.admin)
+    assert [row["id"] for row in await claim(client, catalog, leaver)] == [str(row_id)]
+    deleted = await client.delete(f"/api/v1/users/{leaver.id}", headers=catalog.admin.headers)
+    assert deleted.status_code == 204, deleted.text
+    assert [row["id"] for row in await claim(client, catalog, catalog.member)] == [str(row_id)]

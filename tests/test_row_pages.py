@@ -13,7 +13,14 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 
 from tests.factories import Catalog, create_dataset, create_schema
-from tests.helpers import assert_error, execute, insert_row, recorded_queries
+from tests.helpers import (
+    assert_error,
+    execute,
+    explained,
+    insert_row,
+    recorded_queries,
+    vacuum_analyze,
+)
 
 SORTS = ["created_at", "-created_at", "updated_at", "-updated_at"]
 
@@ -168,27 +175,14 @@ async def test_a_cursor_of_another_listing_or_a_damaged_one_is_400(
 
 
 async def _plan(app: FastAPI, client: AsyncClient, catalog: Catalog, params: dict[str, Any]) -> str:
-    """The query plans of the statements that read rows for a listing with `params` (EXPLAIN,
-    not run): the search for matches, when filtered, and the page.
-
-    Sequential scans are disabled for the EXPLAIN: on a test-sized table reading everything is
-    cheapest, and the question is whether the statements are written so that an index can serve
-    them.
-    """
+    """The query plans of the statements that read rows for a listing with `params`: the search
+    for matches, when filtered, and the page."""
     with recorded_queries(app) as queries:
         response = await client.get(
             catalog.rows_path, params=params, headers=catalog.member.headers
         )
     assert response.status_code == 200, response.text
-    plans = []
-    async with app.state.engine.connect() as conn:
-        await conn.exec_driver_sql("SET enable_seqscan = off")
-        for statement, parameters in queries:
-            if "FROM dataset_rows" in statement and "LIMIT" in statement:
-                result = await conn.exec_driver_sql(f"EXPLAIN {statement}", parameters)
-                plans.append("\n".join(row[0] for row in result))
-    assert plans, queries
-    return "\n\n".join(plans)
+    return await explained(app, queries, keep="FROM dataset_rows")
 
 
 @pytest.fixture
@@ -217,9 +211,7 @@ async def large_catalog(app: FastAPI, catalog: Catalog) -> Catalog:
         confidence=fields["confidence"],
         note=fields["note"],
     )
-    async with app.state.engine.connect() as conn:
-        autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        await autocommit.exec_driver_sql("VACUUM ANALYZE dataset_rows")
+    await vacuum_analyze(app)
     return catalog
 
 

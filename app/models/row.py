@@ -55,6 +55,19 @@ class DatasetRow(RowBase, table=True):
         Index("dataset_rows_status_updated_idx", "dataset_id", "status", "updated_at", "id"),
         Index("dataset_rows_status_created_idx", "dataset_id", "status", "created_at", "id"),
         Index(
+            "dataset_rows_unclaimed_idx",
+            "dataset_id",
+            "created_at",
+            "id",
+            postgresql_where=text("status = 'pending' AND claimed_by IS NULL"),
+        ),
+        Index(
+            "dataset_rows_leased_idx",
+            "dataset_id",
+            "claim_expires_at",
+            postgresql_where=text("claimed_by IS NOT NULL"),
+        ),
+        Index(
             "dataset_rows_data_idx",
             "data",
             postgresql_using="gin",

@@ -17,9 +17,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    BindParameter,
     ColumnClause,
     ColumnElement,
+    Interval,
     and_,
+    bindparam,
     func,
     literal_column,
     text,
@@ -28,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
-from sqlmodel.sql.expression import Select, SelectOfScalar
+from sqlmodel.sql.expression import Select
 
 from app.models.dataset import Dataset
 from app.models.row import DatasetRow, DatasetStats, ReviewerStats
@@ -42,49 +45,43 @@ PENDING_LITERAL: ColumnClause[str] = literal_column("'pending'")
 status serves only statements whose condition the planner can match to it in any plan."""
 
 
-def _first_free(
-    held: ColumnElement[bool],
-    *,
-    by: Any,
-    dataset_id: uuid.UUID,
-    team_id: uuid.UUID,
-    count: int,
-) -> Select[uuid.UUID, datetime]:
-    """The first `count` pending rows (ordered `by`, then id) of the team's dataset that satisfy
-    `held`, locked, skipping rows that concurrent claimers are locking."""
-    owned = select(Dataset.id).where(Dataset.id == dataset_id, Dataset.team_id == team_id)
+_DATASET: BindParameter[uuid.UUID] = bindparam("in_dataset")
+_TEAM: BindParameter[uuid.UUID] = bindparam("of_team")
+_COUNT: BindParameter[int] = bindparam("how_many")
+
+
+def _first_free(held: ColumnElement[bool], *, by: Any) -> Select[uuid.UUID, datetime]:
+    """The first `:how_many` pending rows (ordered `by`, then id) of the team's dataset that
+    satisfy `held`, locked, skipping rows that concurrent claimers are locking."""
+    owned = select(Dataset.id).where(Dataset.id == _DATASET, Dataset.team_id == _TEAM)
     return (
         select(col(DatasetRow.id), col(DatasetRow.created_at))
         .where(
-            DatasetRow.dataset_id == dataset_id,
+            col(DatasetRow.dataset_id) == _DATASET,
             col(DatasetRow.status) == PENDING_LITERAL,
             held,
             owned.exists(),
         )
         .order_by(by, col(DatasetRow.id))
-        .limit(count)
+        .limit(_COUNT)
         .with_for_update(skip_locked=True)
     )
 
 
-def _claimable(
-    *, dataset_id: uuid.UUID, team_id: uuid.UUID, count: int
-) -> SelectOfScalar[uuid.UUID]:
-    """The ids of the `count` oldest free pending rows: never held or released, or whose lease
-    has run out.
+def _claim_statement() -> Any:
+    """Lease the `:how_many` oldest free pending rows of dataset `:in_dataset` of team `:of_team`
+    to `:to_user` for `:for_lease`; returns their ids. Built once: composing it costs more than running it.
 
-    The two kinds are looked up apart, each on its own partial index (revision 0004) and in that
-    index's order: rows nobody holds oldest first, expired leases longest expired first. The
-    candidates are then merged oldest first. In one condition with OR, a claim would walk past
-    every row currently leased, which slows claims as a team holds more rows. Leases are timed by the database's clock
-    (`now()`), never a host's, so servers on several hosts agree on when a lease ends.
+    Free rows are those never held or released, and those whose lease has run out. The two kinds
+    are looked up apart, each on its own partial index (revision 0004) and in that index's order
+    (rows nobody holds oldest first, expired leases longest expired first), and the candidates
+    are merged oldest first. In one condition with OR, a claim would walk past every row
+    currently leased, which slows claims as a team holds more rows. Leases are timed by the
+    database's clock (`now()`), never a host's, so servers on several hosts agree on when a
+    lease ends.
     """
     unclaimed = _first_free(
-        col(DatasetRow.claimed_by).is_(None),
-        by=col(DatasetRow.created_at),
-        dataset_id=dataset_id,
-        team_id=team_id,
-        count=count,
+        col(DatasetRow.claimed_by).is_(None), by=col(DatasetRow.created_at)
     ).cte("unclaimed")
     expired = _first_free(
         and_(
@@ -92,14 +89,23 @@ def _claimable(
             col(DatasetRow.claim_expires_at) <= func.now(),
         ),
         by=col(DatasetRow.claim_expires_at),
-        dataset_id=dataset_id,
-        team_id=team_id,
-        count=count,
     ).cte("expired")
     both = union_all(
         select(unclaimed.c.id, unclaimed.c.created_at), select(expired.c.id, expired.c.created_at)
     ).subquery()
-    return select(both.c.id).order_by(both.c.created_at, both.c.id).limit(count)
+    picked = select(both.c.id).order_by(both.c.created_at, both.c.id).limit(_COUNT)
+    return (
+        update(DatasetRow)
+        .where(col(DatasetRow.id).in_(picked.scalar_subquery()))
+        .values(
+            claimed_by=bindparam("to_user"),
+            claim_expires_at=func.now() + bindparam("for_lease", type_=Interval()),
+        )
+        .returning(col(DatasetRow.id))
+    )
+
+
+CLAIM = _claim_statement()
 
 
 async def claim_rows(
@@ -119,14 +125,17 @@ async def claim_rows(
     Raises:
         NotFoundException: when the dataset is not in the caller's team.
     """
-    picked = _claimable(dataset_id=dataset_id, team_id=user.team_id, count=count)
-    claim = (
-        update(DatasetRow)
-        .where(col(DatasetRow.id).in_(picked.scalar_subquery()))
-        .values(claimed_by=user.id, claim_expires_at=func.now() + timedelta(seconds=lease_seconds))
-        .returning(col(DatasetRow.id))
+    claimed = await session.exec(
+        CLAIM,
+        params={
+            "in_dataset": dataset_id,
+            "of_team": user.team_id,
+            "how_many": count,
+            "to_user": user.id,
+            "for_lease": timedelta(seconds=lease_seconds),
+        },
     )
-    claimed = list((await session.exec(claim)).scalars().all())
+    claimed = list(claimed.scalars().all())
     if not claimed:
         await dataset_service.get_dataset(session, team_id=user.team_id, dataset_id=dataset_id)
         return []

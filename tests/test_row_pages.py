@@ -161,6 +161,9 @@ async def test_a_cursor_of_another_listing_or_a_damaged_one_is_400(
         (catalog.rows_path, {"cursor": _forged(cursor, after="2026-01-01T00:00:00")}),
         (catalog.rows_path, {"cursor": _forged(cursor, after=12)}),
         (catalog.rows_path, {"cursor": _forged(cursor, row_id="x")}),
+        (catalog.rows_path, {"cursor": _forged(cursor, row_id=5)}),
+        (catalog.rows_path, {"cursor": _forged(cursor, row_id=["a"])}),
+        (catalog.rows_path, {"cursor": _forged(cursor, query={"a": 1})}),
         (catalog.rows_path, {"cursor": "A" * 600}),
     ]
     for path, params in refusals:
@@ -219,7 +222,7 @@ async def large_catalog(app: FastAPI, catalog: Catalog) -> Catalog:
     ("params", "index"),
     [
         ({"filter": "label:eq:dog"}, "dataset_rows_data_idx"),
-        ({"q": "zebra"}, "dataset_rows_search_idx"),
+        ({"q": "zebra"}, "dataset_rows_words_idx"),
         ({"filter": "note:contains:ZEBRA str"}, "dataset_rows_text_trgm_idx"),
         ({"url_contains": "/12345.png"}, "dataset_rows_url_trgm_idx"),
         ({}, "dataset_rows_updated_idx"),

@@ -9,7 +9,7 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 
-from tests.factories import Catalog, create_dataset, create_schema, field
+from tests.factories import Catalog, ImageUrl, create_dataset, create_schema, field
 from tests.helpers import assert_error, execute, insert_row
 
 ROWS: dict[str, dict[str, Any]] = {
@@ -167,6 +167,7 @@ async def test_the_queue_takes_the_same_filters(
         ({"filter": "label:in:cat"}, "query.filter.0", "JSON array"),
         ({"filter": "label:in:[]"}, "query.filter.0", "JSON array"),
         ({"filter": "label:in:[1]"}, "query.filter.0", "strings"),
+        ({"filter": "label:in:" + "[" * 1200}, "query.filter.0", "JSON array"),
         ({"filter": "confidence:gte:abc"}, "query.filter.0", "number"),
         ({"filter": "confidence:gte:nan"}, "query.filter.0", "number"),
         ({"filter": "note:contains:"}, "query.filter.0", "needs some text"),
@@ -201,3 +202,61 @@ async def test_a_field_of_another_schema_is_400(client: AsyncClient, catalog: Ca
     body = assert_error(response, 400, "VALIDATION_ERROR")
     assert "not a field of this dataset's schema" in body["message"]
     assert "'confidence'" in body["message"], "the message lists the fields that exist"
+
+
+async def test_url_contains_finds_what_was_typed_in_a_percent_encoded_url(
+    app: FastAPI, client: AsyncClient, catalog: Catalog
+) -> None:
+    row_id = await insert_row(app, catalog.dataset["id"])
+    await execute(
+        app,
+        "UPDATE dataset_rows SET image_url = :url WHERE id = :id",
+        url="https://cdn.example/photos/caf%C3%A9%201.png?tag=chat+noir",
+        id=row_id,
+    )
+    for typed in ("café 1", "CAF", "chat noir", "caf%c3%a9", "chat+noir"):
+        found = await _found(client, catalog, {"url_contains": typed})
+        assert [item["id"] for item in found["items"]] == [str(row_id)], typed
+
+
+async def test_a_field_name_holding_an_operator_is_still_found_by_name(
+    client: AsyncClient, catalog: Catalog
+) -> None:
+    schema = await create_schema(client, catalog.admin, fields=[field("score:gt", "numeric", 0)])
+    dataset = await create_dataset(client, catalog.admin, schema["id"])
+    response = await client.get(
+        f"/api/v1/datasets/{dataset['id']}/rows",
+        params={"filter": "score:gt:gte:0.5"},
+        headers=catalog.member.headers,
+    )
+    assert response.status_code == 200, response.text
+
+
+async def test_a_field_name_that_is_a_uuid_is_refused(
+    client: AsyncClient, catalog: Catalog
+) -> None:
+    body = {"name": "Ids", "fields": [field(str(uuid.uuid4()), "text", 0)]}
+    response = await client.post("/api/v1/schemas", json=body, headers=catalog.admin.headers)
+    assert_error(response, 400, "VALIDATION_ERROR")
+    listed = await client.get("/api/v1/schemas", headers=catalog.admin.headers)
+    assert "Ids" not in [item["name"] for item in listed.json()["items"]]
+
+
+async def test_rows_with_a_megabyte_of_distinct_words_are_stored_and_searchable(
+    client: AsyncClient, catalog: Catalog, image_url: ImageUrl
+) -> None:
+    """A tsvector holds at most 1 MB; the search index keeps the first 100,000 characters."""
+    fields = [field(f"text{i}", "text", i, config={"max_length": 100_000}) for i in range(4)]
+    schema = await create_schema(client, catalog.admin, fields=fields)
+    dataset = await create_dataset(client, catalog.admin, schema["id"])
+    rows = f"/api/v1/datasets/{dataset['id']}/rows"
+    data = {
+        f"text{i}": ("needle " + " ".join(f"w{i}x{n}" + "中" * 390 for n in range(240)))[:100_000]
+        for i in range(4)
+    }
+    created = await client.post(
+        rows, json={"image_url": image_url(), "data": data}, headers=catalog.member.headers
+    )
+    assert created.status_code == 201, created.text[:300]
+    found = await client.get(rows, params={"q": "needle"}, headers=catalog.member.headers)
+    assert [item["id"] for item in found.json()["items"]] == [created.json()["id"]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, StringConstraints
@@ -76,6 +77,20 @@ Name = Annotated[
     AfterValidator(_reject_nul),
 ]
 """A display name: 1..100 characters after trimming, no NUL."""
+
+
+def _not_an_id(value: str) -> str:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return value
+    raise ValueError(
+        "must not be a UUID: fields are named by id or by name, so it would be ambiguous"
+    )
+
+
+FieldName = Annotated[Name, AfterValidator(_not_an_id)]
+"""A field's name: a `Name` that is not a UUID (row data and filters take ids or names)."""
 
 Description = Annotated[
     str, StringConstraints(strip_whitespace=True, max_length=500), AfterValidator(_reject_nul)

@@ -53,6 +53,14 @@ class FieldKeys:
         self._by_name: dict[str, FieldRule] | None = None
         self._by_lower: dict[str, list[FieldRule]] | None = None
 
+    def has(self, key: str) -> bool:
+        """Whether `key` names exactly one field."""
+        try:
+            self.find(key)
+        except FieldKeyError:
+            return False
+        return True
+
     def find(self, key: str) -> FieldRule:
         """The field `key` names.
 

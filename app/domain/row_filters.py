@@ -33,8 +33,8 @@ OPS_BY_TYPE: dict[str, tuple[FilterOp, ...]] = {
 MAX_FILTERS = 20
 MAX_IN_VALUES = 100
 
-_SYNTAX = re.compile(r"(?s)(.+?):(eq|in|gte|gt|lte|lt|contains):(.*)")
-"""The shortest field part followed by `:op:`; the value is everything after (colons too)."""
+_OPERATOR = re.compile(r":(eq|in|gte|gt|lte|lt|contains):")
+"""An operator between colons; the field key is before it, the value after (colons too)."""
 
 
 class FilterError(ValueError):
@@ -43,11 +43,16 @@ class FilterError(ValueError):
 
 @dataclass(frozen=True)
 class FieldFilter:
-    """A filter as written: the field key (id or name), the operator and the value text."""
+    """A filter as written: the field key (id or name), the operator and the value text.
+
+    `readings` holds every way to split the text at an `:op:` (a field name may itself contain
+    `:gt:`); `key`, `op` and `value` are the first, the one used when no field is named so.
+    """
 
     key: str
     op: FilterOp
     value: str
+    readings: tuple[tuple[str, FilterOp, str], ...] = ()
 
     @classmethod
     def parse(cls, written: str) -> FieldFilter:
@@ -58,13 +63,17 @@ class FieldFilter:
         """
         if "\x00" in written:
             raise FilterError("must not contain NUL characters")
-        match = _SYNTAX.fullmatch(written)
-        if match is None:
+        readings = tuple(
+            (written[: match.start()], match.group(1), written[match.end() :])
+            for start in range(1, len(written))
+            if (match := _OPERATOR.match(written, start)) is not None
+        )
+        if not readings:
             raise FilterError(
                 "must be field:op:value with op one of eq, in, gt, gte, lt, lte, contains"
             )
-        key, op, value = match.groups()
-        return cls(key=key, op=op, value=value)  # type: ignore[arg-type]
+        key, op, value = readings[0]
+        return cls(key=key, op=op, value=value, readings=readings)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -88,7 +97,7 @@ def _filter_rule(rule: FieldRule) -> FieldRule:
 def _in_values(text: str) -> list[str]:
     try:
         values = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         values = None
     if not isinstance(values, list) or not values or len(values) > MAX_IN_VALUES:
         raise FilterError(f"'in' takes a JSON array of 1 to {MAX_IN_VALUES} options")
@@ -104,10 +113,15 @@ def resolve(rules: Sequence[FieldRule], written: FieldFilter) -> FieldCondition:
         FilterError: for an unknown field, an operator the type does not allow, or a value
             that is not one of the type.
     """
+    fields = FieldKeys(rules)
     try:
-        rule = FieldKeys(rules).find(written.key)
+        rule = fields.find(written.key)
     except FieldKeyError as error:
-        raise FilterError(f"'{shown_key(written.key)}': {error}") from None
+        named = [(key, op, value) for key, op, value in written.readings[1:] if fields.has(key)]
+        if not named:
+            raise FilterError(f"'{shown_key(written.key)}': {error}") from None
+        written = FieldFilter(*named[0])
+        rule = fields.find(written.key)
     allowed = OPS_BY_TYPE[rule.type]
     if written.op not in allowed:
         raise FilterError(

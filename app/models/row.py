@@ -74,8 +74,8 @@ class DatasetRow(RowBase, table=True):
             postgresql_ops={"data": "jsonb_path_ops"},
         ),
         Index(
-            "dataset_rows_search_idx",
-            text("jsonb_to_tsvector('simple'::regconfig, data, '[\"string\"]'::jsonb)"),
+            "dataset_rows_words_idx",
+            text("to_tsvector('simple'::regconfig, aitrace_row_words(data))"),
             postgresql_using="gin",
         ),
         Index(

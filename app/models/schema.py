@@ -9,7 +9,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, Relationship, SQLModel, col
 
 from app.common.pagination import Page
-from app.common.validation import Description, Name
+from app.common.validation import Description, FieldName, Name
 from app.domain.field_types import TEXT_MAX_LENGTH_LIMIT
 from app.models.base import RequestModel, id_field, lower, timestamp_field, user_ref_field
 from app.models.field_config import FieldConfig, FieldConfigInput
@@ -96,7 +96,7 @@ MAX_FIELDS = 200
 class FieldCreate(RequestModel):
     """A field as a client defines it. `default_value` is text, parsed like a CSV cell."""
 
-    name: Name
+    name: FieldName
     type: FieldType
     required: bool = False
     default_value: str | None = Field(default=None, max_length=TEXT_MAX_LENGTH_LIMIT)

@@ -8,10 +8,10 @@ same on page 1 and page 50,000, where `OFFSET` reads and drops every row before 
 Filters combine with AND. Field filters (`app.domain.row_filters`) become SQL that the indexes of
 revision 0003 serve: equality and option lists are JSONB containment (`data @> {...}`, GIN
 `jsonb_path_ops`); ranges are type-safe JSON path predicates (a value of another type never
-matches); `contains` is checked on the field's own text after a trigram pre-filter on all the row's string
-values (GIN `gin_trgm_ops`); the full-text search `q` matches the words of every string value
-(GIN on `jsonb_to_tsvector('simple', data, '["string"]')`, no stemming, so it works for any
-language); `url_contains` uses a trigram index on `image_url`.
+matches), checked row by row on what the other conditions leave, since no index serves them; `contains` is checked on the field's own text after a trigram pre-filter on all the row's string
+values (GIN `gin_trgm_ops`); the full-text search `q` matches the words of the string values (their first 100,000
+characters; GIN on `to_tsvector('simple', aitrace_row_words(data))`, no stemming, so it works
+for any language); `url_contains` uses a trigram index on `image_url`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import (
     ColumnElement,
@@ -67,10 +68,11 @@ _SORT_COLUMNS: dict[str, tuple[Any, bool]] = {
 }
 _RANGE_SYMBOLS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 _FULL_TEXT = text(
-    "jsonb_to_tsvector('simple'::regconfig, dataset_rows.data, '[\"string\"]'::jsonb)"
+    "to_tsvector('simple'::regconfig, aitrace_row_words(dataset_rows.data))"
     " @@ websearch_to_tsquery('simple'::regconfig, :search)"
 )
-"""Must stay the expression of the index `dataset_rows_search_idx` for the index to serve it."""
+"""Must stay the expression of the index `dataset_rows_words_idx` for the index to serve it.
+`aitrace_row_words` (revision 0003) joins the row's string values, cut at 100,000 characters."""
 _STRINGS = literal_column(f"({STRING_VALUES})::text", Text)
 
 
@@ -143,6 +145,8 @@ class RowCursor:
             version, fingerprint, after, row_id = json.loads(
                 base64.urlsafe_b64decode(padded.encode("ascii"))
             )
+            if not all(isinstance(part, str) for part in (fingerprint, after, row_id)):
+                raise ValueError
             cursor = cls(
                 query=fingerprint, after=datetime.fromisoformat(after), row_id=uuid.UUID(row_id)
             )
@@ -158,6 +162,17 @@ class RowCursor:
                 "made for another listing (dataset, sort or filters differ); start again",
             )
         return cursor
+
+
+URL_KEPT = "!$&'()*+,;=:@/?#[]~%"
+"""Characters a stored (normalized) URL keeps as they are; others are percent-encoded."""
+
+
+def url_spellings(term: str) -> list[str]:
+    """`term` as typed and as it appears in a stored URL, which is percent-encoded (`café 1`
+    is stored `caf%C3%A9%201` in a path and `caf%C3%A9+1` in a query)."""
+    encoded = quote(term, safe=URL_KEPT)
+    return list(dict.fromkeys([term, encoded, encoded.replace("%20", "+")]))
 
 
 def _like_pattern(term: str) -> str:
@@ -222,7 +237,14 @@ async def _conditions(
         compare(col(column), given) for given, column, compare in comparisons if given is not None
     )
     if filters.url_contains is not None:
-        clauses.append(col(row.image_url).ilike(_like_pattern(filters.url_contains), escape="\\"))
+        clauses.append(
+            or_(
+                *(
+                    col(row.image_url).ilike(_like_pattern(spelling), escape="\\")
+                    for spelling in url_spellings(filters.url_contains)
+                )
+            )
+        )
     return clauses
 
 
@@ -266,13 +288,13 @@ async def _planned_with_values(session: AsyncSession) -> AsyncIterator[None]:
     rare word wants its GIN index, a word in every row does not (a generic plan took a search for
     a word in all of 1,000,000 rows from 3 to 75 ms). Always planning afresh would cost every
     request some milliseconds (the rows table has many indexes to weigh), so only filtered
-    listings do, and the connection is reset for the next request.
+    listings do, and the connection is reset for the next request. When the block fails, the
+    reset is skipped rather than let a second error hide the first; the connection then only
+    plans afresh for longer.
     """
     await session.exec(text("SET plan_cache_mode = force_custom_plan"))  # type: ignore[call-overload]
-    try:
-        yield
-    finally:
-        await session.exec(text("RESET plan_cache_mode"))  # type: ignore[call-overload]
+    yield
+    await session.exec(text("RESET plan_cache_mode"))  # type: ignore[call-overload]
 
 
 async def _matches(session: AsyncSession, clauses: Sequence[ColumnElement[bool]]) -> _Matches:

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 
-from tests.factories import Catalog, ImageUrl, create_dataset, create_schema, field
-from tests.helpers import assert_error, execute, insert_row
+from tests.conftest import make_client, running_app
+from tests.factories import (
+    Catalog,
+    ImageUrl,
+    create_dataset,
+    create_schema,
+    field,
+    setup_instance,
+)
+from tests.helpers import assert_error, execute, fetch_value, insert_row
 
 ROWS: dict[str, dict[str, Any]] = {
     "tabby": {
@@ -260,3 +269,38 @@ async def test_rows_with_a_megabyte_of_distinct_words_are_stored_and_searchable(
     assert created.status_code == 201, created.text[:300]
     found = await client.get(rows, params={"q": "needle"}, headers=catalog.member.headers)
     assert [item["id"] for item in found.json()["items"]] == [created.json()["id"]]
+
+
+async def test_a_search_over_its_time_is_stopped_with_400_and_the_connection_is_reset(
+    make_settings: Callable[..., Any],
+) -> None:
+    """A lone range has no index, so over 20,000 rows it outlasts a 1 ms SEARCH_TIMEOUT."""
+    async with (
+        running_app(make_settings(search_timeout=0.001)) as application,
+        make_client(application) as http,
+    ):
+        admin = await setup_instance(http)
+        schema = await create_schema(http, admin)
+        dataset = await create_dataset(http, admin, schema["id"])
+        score = next(item["id"] for item in schema["fields"] if item["name"] == "confidence")
+        await execute(
+            application,
+            """INSERT INTO dataset_rows (id, dataset_id, image_url, image_hash, data, status,
+                                         created_at, updated_at)
+               SELECT gen_random_uuid(), :dataset, 'https://img.example/' || n || '.png',
+                      md5(n::text), jsonb_build_object(CAST(:score AS text), n / 20000.0),
+                      'pending', now(), now()
+                 FROM generate_series(1, 20000) AS n""",
+            dataset=uuid.UUID(dataset["id"]),
+            score=score,
+        )
+        rows = f"/api/v1/datasets/{dataset['id']}/rows"
+        slow = await http.get(
+            rows, params={"filter": "confidence:gte:0.9999"}, headers=admin.headers
+        )
+        body = assert_error(slow, 400, "VALIDATION_ERROR")
+        assert "SEARCH_TIMEOUT" in body["message"] and body["details"][0]["field"] == "query"
+        plain = await http.get(rows, params={"page_size": 1}, headers=admin.headers)
+        assert plain.status_code == 200 and plain.json()["total"] == 20000
+        assert await fetch_value(application, "SHOW statement_timeout") == "0"
+        assert await fetch_value(application, "SHOW plan_cache_mode") == "auto"

@@ -22,6 +22,7 @@ MALFORMED_JSON = "Malformed JSON body"
 BUSY_RETRY_AFTER_SECONDS = 5
 """`Retry-After` when every pooled database connection stayed busy for the pool timeout."""
 UNIQUE_VIOLATION = "23505"
+QUERY_CANCELED = "57014"
 FOREIGN_KEY_VIOLATION = "23503"
 
 

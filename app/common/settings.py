@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     export_pool_size: int = Field(default=4, ge=1, le=100)
     export_max_concurrent_per_user: int = Field(default=2, ge=1, le=100)
     export_send_timeout: float = Field(default=30.0, gt=0, le=3600)
+    search_timeout: float = Field(default=5.0, gt=0, le=600)
 
     @field_validator("database_url", mode="before")
     @classmethod

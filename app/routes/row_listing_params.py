@@ -14,7 +14,7 @@ from app.common.pagination import PageDep, PageParams
 from app.common.validation import SearchText
 from app.domain.row_filters import MAX_FILTERS, FieldFilter, FilterError
 from app.models.row import DataKeys
-from app.routes.deps import DataKeysDep
+from app.routes.deps import DataKeysDep, SettingsDep
 from app.services.row_listing import MAX_CURSOR_LENGTH, RowFilters
 
 MAX_FILTER_LENGTH = 2000
@@ -114,20 +114,32 @@ CursorQuery = Annotated[
 
 @dataclass(frozen=True)
 class ListingRequest:
-    """What both row listings read from the query: the page, the filters, the cursor and how
-    to key `data`."""
+    """What both row listings read from the query (the page, the filters, the cursor and how to
+    key `data`) and how long a filtered search may run."""
 
     params: PageParams
     filters: RowFilters
     data_keys: DataKeys
     cursor: str | None
+    timeout: float
 
 
 def listing_request(
-    params: PageDep, filters: RowFiltersDep, data_keys: DataKeysDep, cursor: CursorQuery = None
+    params: PageDep,
+    filters: RowFiltersDep,
+    data_keys: DataKeysDep,
+    settings: SettingsDep,
+    cursor: CursorQuery = None,
 ) -> ListingRequest:
-    """Gather the query parameters shared by `rows-list` and `rows-queue`."""
-    return ListingRequest(params=params, filters=filters, data_keys=data_keys, cursor=cursor)
+    """Gather the query parameters shared by `rows-list` and `rows-queue`, and the search
+    timeout (`SEARCH_TIMEOUT`)."""
+    return ListingRequest(
+        params=params,
+        filters=filters,
+        data_keys=data_keys,
+        cursor=cursor,
+        timeout=settings.search_timeout,
+    )
 
 
 ListingDep = Annotated[ListingRequest, Depends(listing_request)]

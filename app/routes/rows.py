@@ -116,6 +116,7 @@ async def list_rows(
         filters=replace(listing.filters, status=status),
         sort=sort,
         cursor=listing.cursor,
+        timeout=listing.timeout,
     )
     return await _public_page(session, page, user=user, dataset_id=dataset_id, listing=listing)
 
@@ -139,6 +140,7 @@ async def review_queue(
         params=listing.params,
         filters=listing.filters,
         cursor=listing.cursor,
+        timeout=listing.timeout,
     )
     return await _public_page(session, page, user=user, dataset_id=dataset_id, listing=listing)
 

@@ -43,10 +43,11 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, JSONPATH, UUID
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.common.exceptions import ValidationException
+from app.common.exceptions import QUERY_CANCELED, ValidationException, sqlstate_of
 from app.common.pagination import CursorPage, PageParams
 from app.domain.row_filters import FieldCondition, FieldFilter, FilterError, resolve
 from app.models.dataset import Dataset
@@ -280,21 +281,45 @@ class _Matches:
 
 
 @asynccontextmanager
-async def _planned_with_values(session: AsyncSession) -> AsyncIterator[None]:
-    """Plan the statements of the block with their parameter values every time.
+async def _searching(session: AsyncSession, timeout: float) -> AsyncIterator[None]:
+    """Run a filtered listing's statements planned with their values and under `timeout`.
 
     asyncpg prepares each statement once per connection, and after five runs PostgreSQL may
     settle on a generic plan that ignores the values. For filters the values decide the plan: a
     rare word wants its GIN index, a word in every row does not (a generic plan took a search for
     a word in all of 1,000,000 rows from 3 to 75 ms). Always planning afresh would cost every
     request some milliseconds (the rows table has many indexes to weigh), so only filtered
-    listings do, and the connection is reset for the next request. When the block fails, the
-    reset is skipped rather than let a second error hide the first; the connection then only
-    plans afresh for longer.
+    listings do. `statement_timeout` bounds what one member's costly search (a lone narrow range,
+    a two-letter `contains`) can hold a connection for. Both are set for the session and reset
+    afterwards; should the reset fail (a broken connection, or the timeout striking the reset
+    itself), the connection is discarded rather than handed on with them.
+
+    Raises:
+        ValidationException: when a statement ran longer than `timeout` seconds.
     """
-    await session.exec(text("SET plan_cache_mode = force_custom_plan"))  # type: ignore[call-overload]
-    yield
-    await session.exec(text("RESET plan_cache_mode"))  # type: ignore[call-overload]
+    await session.exec(  # type: ignore[call-overload]
+        text(
+            "SELECT set_config('plan_cache_mode', 'force_custom_plan', false),"
+            " set_config('statement_timeout', :limit, false)"
+        ).bindparams(limit=f"{max(1, round(timeout * 1000))}ms")
+    )
+    try:
+        yield
+    except DBAPIError as error:
+        await session.rollback()
+        if sqlstate_of(error) != QUERY_CANCELED:
+            raise
+        raise ValidationException.for_field(
+            "query",
+            f"the search took longer than {timeout:g} s (SEARCH_TIMEOUT); narrow it with "
+            "another filter",
+        ) from None
+    finally:
+        try:
+            await session.exec(text("RESET ALL"))  # type: ignore[call-overload]
+        except SQLAlchemyError:
+            await session.rollback()
+            await (await session.connection()).invalidate()
 
 
 async def _matches(session: AsyncSession, clauses: Sequence[ColumnElement[bool]]) -> _Matches:
@@ -347,16 +372,19 @@ async def list_rows(
     filters: RowFilters = RowFilters(),
     sort: RowSort = "-updated_at",
     cursor: str | None = None,
+    timeout: float = 5.0,
 ) -> CursorPage[DatasetRow]:
     """A page of the dataset's matching rows with their authors, in `sort` order (ties by id).
 
     The page is chosen by `cursor` (a `next_cursor` given back) or else by `params.page`;
-    `next_cursor` is set whenever another page follows.
+    `next_cursor` is set whenever another page follows. A filtered search may run `timeout`
+    seconds.
 
     Raises:
         NotFoundException: when the dataset is not in the caller's team.
         ValidationException: for a filter that does not fit the schema, a damaged or foreign
-            cursor, or a cursor combined with a page number other than 1.
+            cursor, a cursor combined with a page number other than 1, or a search that ran
+            longer than `timeout`.
     """
     dataset = await dataset_service.get_dataset(session, team_id=team_id, dataset_id=dataset_id)
     clauses = await _conditions(session, dataset, filters)
@@ -370,7 +398,7 @@ async def list_rows(
         found = await _page(session, clauses, params, sort, start)
         total, exact = _counted(dataset, filters.status), True
     else:
-        async with _planned_with_values(session):
+        async with _searching(session, timeout):
             matches = await _matches(session, clauses)
             if matches.ids is not None:
                 clauses = [col(DatasetRow.dataset_id) == dataset.id, _among(matches.ids)]
@@ -393,6 +421,7 @@ async def review_queue(
     params: PageParams,
     filters: RowFilters = RowFilters(),
     cursor: str | None = None,
+    timeout: float = 5.0,
 ) -> CursorPage[DatasetRow]:
     """The pending rows that match `filters`, oldest first."""
     return await list_rows(
@@ -403,4 +432,5 @@ async def review_queue(
         filters=replace(filters, status=PENDING),
         sort="created_at",
         cursor=cursor,
+        timeout=timeout,
     )

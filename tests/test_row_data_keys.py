@@ -197,6 +197,11 @@ async def test_data_keys_name_keys_every_returned_row_by_field_name(
     )
     assert claimed.status_code == 200, claimed.text
     assert [item["data"] for item in claimed.json()["items"]] == [{"note": "p"}]
+    for listing in ("", "/queue"):
+        page = await client.get(f"{catalog.rows_path}{listing}", params=NAME_KEYED, headers=headers)
+        assert [item["data"] for item in page.json()["items"]] == [{"note": "p"}], listing
+        plain = await client.get(f"{catalog.rows_path}{listing}", headers=headers)
+        assert [item["data"] for item in plain.json()["items"]] == [catalog.data(note="p")]
     for response in (created, fetched, put, patch):
         RowPublic.model_validate(response.json())
     RowPublic.model_validate(claimed.json()["items"][0])

@@ -30,6 +30,9 @@ FileFormat = Literal["csv", "jsonl"]
 IMAGE_UNIQUE_KEY = "dataset_rows_dataset_image_key"
 """Unique constraint on (dataset_id, image_hash): one image at most once per dataset."""
 MAX_BULK_IDS = 1000
+ROW_WORDS = "to_tsvector('simple'::regconfig, aitrace_row_words(data))"
+"""The words the full-text search `q` looks in, through the index `dataset_rows_words_idx` (the
+query must use this very expression); `aitrace_row_words` is created by revision 0003."""
 STRING_VALUES = "jsonb_path_query_array(data, 'strict $.* ? (@.type() == \"string\")'::jsonpath)"
 """The string values of a row's `data` as a JSON array: what `contains` pre-filters on, through
 the trigram index `dataset_rows_text_trgm_idx` (an expression of the query must be the index's)."""
@@ -75,7 +78,7 @@ class DatasetRow(RowBase, table=True):
         ),
         Index(
             "dataset_rows_words_idx",
-            text("to_tsvector('simple'::regconfig, aitrace_row_words(data))"),
+            text(ROW_WORDS),
             postgresql_using="gin",
         ),
         Index(

@@ -40,7 +40,7 @@ from app.services import dataset_service
 from app.services.row_service import WITH_AUTHORS
 from app.services.row_values import PENDING, REVIEWED
 
-PENDING_LITERAL: ColumnClause[str] = literal_column("'pending'")
+PENDING_LITERAL: ColumnClause[str] = literal_column(f"'{PENDING}'")
 """`'pending'` written into the statement, not bound: a partial index whose predicate names the
 status serves only statements whose condition the planner can match to it in any plan."""
 

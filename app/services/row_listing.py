@@ -51,7 +51,7 @@ from app.common.exceptions import QUERY_CANCELED, ValidationException, sqlstate_
 from app.common.pagination import CursorPage, PageParams
 from app.domain.row_filters import FieldCondition, FieldFilter, FilterError, resolve
 from app.models.dataset import Dataset
-from app.models.row import STRING_VALUES, DatasetRow, RowSort, RowStatus
+from app.models.row import ROW_WORDS, STRING_VALUES, DatasetRow, RowSort, RowStatus
 from app.services import dataset_service
 from app.services.row_service import WITH_AUTHORS, field_rules
 from app.services.row_values import PENDING, REVIEWED
@@ -68,12 +68,7 @@ _SORT_COLUMNS: dict[str, tuple[Any, bool]] = {
     "-updated_at": (DatasetRow.updated_at, True),
 }
 _RANGE_SYMBOLS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
-_FULL_TEXT = text(
-    "to_tsvector('simple'::regconfig, aitrace_row_words(dataset_rows.data))"
-    " @@ websearch_to_tsquery('simple'::regconfig, :search)"
-)
-"""Must stay the expression of the index `dataset_rows_words_idx` for the index to serve it.
-`aitrace_row_words` (revision 0003) joins the row's string values, cut at 100,000 characters."""
+_FULL_TEXT = text(f"{ROW_WORDS} @@ websearch_to_tsquery('simple'::regconfig, :search)")
 _STRINGS = literal_column(f"({STRING_VALUES})::text", Text)
 
 

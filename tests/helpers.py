@@ -82,6 +82,33 @@ async def insert_row(
     return row_id
 
 
+async def insert_rows(
+    app: FastAPI,
+    dataset_id: str,
+    count: int,
+    *,
+    data: str = "'{}'",
+    at: str = "now()",
+    **params: Any,
+) -> None:
+    """Store `count` pending rows in one statement (for listings and searches at some size).
+
+    `data` and `at` are SQL expressions of `n` (1..count), the row's number, for its values and
+    its timestamps; `params` are the bind parameters they use.
+    """
+    await execute(
+        app,
+        f"""INSERT INTO dataset_rows (id, dataset_id, image_url, image_hash, data, status,
+                                      created_at, updated_at)
+            SELECT gen_random_uuid(), :dataset, 'https://img.example/' || n || '.png',
+                   md5(n::text), {data}, 'pending', {at}, {at}
+              FROM generate_series(1, :count) AS n""",
+        dataset=uuid.UUID(dataset_id),
+        count=count,
+        **params,
+    )
+
+
 async def row_data(app: FastAPI, row_id: uuid.UUID) -> dict[str, Any]:
     """The stored `data` of a row."""
     value: dict[str, Any] = await fetch_value(

@@ -19,6 +19,7 @@ from tests.helpers import (
     explained,
     fetch_value,
     insert_row,
+    insert_rows,
     recorded_queries,
     vacuum_analyze,
 )
@@ -231,15 +232,7 @@ async def test_claim_rejects_bad_requests_and_claims_nothing(
 async def test_a_claim_reads_its_partial_indexes_not_every_leased_row(
     app: FastAPI, client: AsyncClient, catalog: Catalog
 ) -> None:
-    await execute(
-        app,
-        """INSERT INTO dataset_rows (id, dataset_id, image_url, image_hash, data, status,
-                                     created_at, updated_at)
-           SELECT gen_random_uuid(), :dataset, 'https://img.example/' || n || '.png',
-                  md5(n::text), '{}', 'pending', now(), now()
-             FROM generate_series(1, 3000) AS n""",
-        dataset=uuid.UUID(catalog.dataset["id"]),
-    )
+    await insert_rows(app, catalog.dataset["id"], 3000)
     await claim(client, catalog, catalog.member, count=50)
     await vacuum_analyze(app)
     with recorded_queries(app) as queries:

@@ -18,6 +18,7 @@ from tests.helpers import (
     execute,
     explained,
     insert_row,
+    insert_rows,
     recorded_queries,
     vacuum_analyze,
 )
@@ -196,20 +197,16 @@ async def large_catalog(app: FastAPI, catalog: Catalog) -> Catalog:
     on a live installation; before it, the planner prices a trigram search as a scan of them.
     """
     fields = catalog.ids
-    await execute(
+    await insert_rows(
         app,
-        """INSERT INTO dataset_rows (id, dataset_id, image_url, image_hash, data, status,
-                                     created_at, updated_at)
-           SELECT gen_random_uuid(), :dataset, 'https://img.example/' || n || '.png',
-                  md5(n::text),
-                  jsonb_build_object(
-                      CAST(:label AS text), CASE WHEN n % 1000 = 0 THEN 'dog' ELSE 'cat' END,
-                      CAST(:confidence AS text), (n % 100) / 100.0,
-                      CAST(:note AS text), CASE WHEN n % 1000 = 0 THEN 'rare zebra stripes'
-                                  ELSE 'common sight ' || (n % 50) END),
-                  'pending', now() - n * interval '1 second', now() - n * interval '1 second'
-             FROM generate_series(1, 3000) AS n""",
-        dataset=uuid.UUID(catalog.dataset["id"]),
+        catalog.dataset["id"],
+        3000,
+        data="""jsonb_build_object(
+                    CAST(:label AS text), CASE WHEN n % 1000 = 0 THEN 'dog' ELSE 'cat' END,
+                    CAST(:confidence AS text), (n % 100) / 100.0,
+                    CAST(:note AS text), CASE WHEN n % 1000 = 0 THEN 'rare zebra stripes'
+                                              ELSE 'common sight ' || (n % 50) END)""",
+        at="now() - n * interval '1 second'",
         label=fields["label"],
         confidence=fields["confidence"],
         note=fields["note"],

@@ -19,7 +19,7 @@ from tests.factories import (
     field,
     setup_instance,
 )
-from tests.helpers import assert_error, execute, fetch_value, insert_row
+from tests.helpers import assert_error, execute, fetch_value, insert_row, insert_rows
 
 ROWS: dict[str, dict[str, Any]] = {
     "tabby": {
@@ -283,15 +283,11 @@ async def test_a_search_over_its_time_is_stopped_with_400_and_the_connection_is_
         schema = await create_schema(http, admin)
         dataset = await create_dataset(http, admin, schema["id"])
         score = next(item["id"] for item in schema["fields"] if item["name"] == "confidence")
-        await execute(
+        await insert_rows(
             application,
-            """INSERT INTO dataset_rows (id, dataset_id, image_url, image_hash, data, status,
-                                         created_at, updated_at)
-               SELECT gen_random_uuid(), :dataset, 'https://img.example/' || n || '.png',
-                      md5(n::text), jsonb_build_object(CAST(:score AS text), n / 20000.0),
-                      'pending', now(), now()
-                 FROM generate_series(1, 20000) AS n""",
-            dataset=uuid.UUID(dataset["id"]),
+            dataset["id"],
+            20000,
+            data="jsonb_build_object(CAST(:score AS text), n / 20000.0)",
             score=score,
         )
         rows = f"/api/v1/datasets/{dataset['id']}/rows"

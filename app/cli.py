@@ -33,6 +33,11 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="port to listen on (default: PORT, else 8000)")
     parser.add_argument("--workers", type=int, default=1, help="number of worker processes")
     parser.add_argument("--reload", action="store_true", help="restart on code changes (dev)")
+    parser.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="do not run background jobs in the server (run `aitrace worker` elsewhere)",
+    )
 
 
 def _resolve_listen_address(args: argparse.Namespace, settings: Settings) -> None:
@@ -119,6 +124,8 @@ def serve(args: argparse.Namespace) -> int:
         problem = _check_database(os.environ["DATABASE_URL"], name)
         if problem is not None:
             return _fail(problem)
+        if args.no_worker:
+            os.environ["RUN_WORKER"] = "false"
         try:
             prepare_secret_key(settings)
         except ConfigurationError as error:

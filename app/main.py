@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,9 +21,10 @@ from app.common.exceptions import install_exception_handlers
 from app.common.migrations import ensure_at_head, upgrade_to_head
 from app.common.openapi import error_responses, install_openapi
 from app.common.settings import ConfigurationError, Settings, get_settings
-from app.routes import auth, datasets, health, rows, schemas, setup, team, users
+from app.routes import auth, datasets, health, imports, rows, schemas, setup, team, users
 from app.routes.docs import OAUTH2_REDIRECT_URL, install_docs
 from app.services.image_fetch import ImageFetcher, create_http_client
+from app.worker import Worker, WorkerResources, stop_worker
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +36,34 @@ Authenticate with the `access_token` cookie set by `POST /api/v1/auth/login`, or
 `Authorization: Bearer <token>` from `POST /api/v1/auth/token`. Every error has the body
 `{"code", "message", "details?"}`.
 """
+
+
+@asynccontextmanager
+async def running_worker(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
+    """Run a queue worker beside the API (unless `RUN_WORKER` is off), on the app's engine and
+    fetcher; on shutdown it finishes its running jobs first (see `app.worker`).
+
+    `app.state.stop_worker()` stops it earlier (tests do, before emptying the tables).
+    """
+    app.state.stop_worker = None
+    if not settings.run_worker:
+        yield
+        return
+    worker = Worker(
+        WorkerResources(
+            settings=settings,
+            engine=app.state.engine,
+            sessionmaker=app.state.sessionmaker,
+            fetcher=app.state.image_fetcher,
+        ),
+        concurrency=settings.worker_concurrency,
+    )
+    task = asyncio.create_task(worker.run())
+    app.state.stop_worker = functools.partial(stop_worker, worker, task)
+    try:
+        yield
+    finally:
+        await stop_worker(worker, task)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -64,7 +95,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         try:
             await (upgrade_to_head if settings.auto_migrate else ensure_at_head)(engine)
-            yield
+            async with running_worker(app, settings):
+                yield
         finally:
             await http_client.close()
             await export_engine.dispose()
@@ -95,6 +127,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
         )
     app.include_router(health.router, prefix=API_PREFIX)
-    for module in (setup, auth, team, users, schemas, datasets, rows):
+    for module in (setup, auth, team, users, schemas, datasets, rows, imports):
         app.include_router(module.router, prefix=API_PREFIX, responses=error_responses(503))
     return app

@@ -102,6 +102,7 @@ def make_settings(database_url: str) -> Callable[..., Settings]:
             "database_url": database_url,
             "secret_key": TEST_SECRET,
             "allow_private_image_urls": True,
+            "run_worker": False,
         }
         values.update(overrides)
         return Settings.model_validate(values)
@@ -115,6 +116,9 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 
 async def _truncate(app: FastAPI) -> None:
+    """Empty every table, once the app's queue worker (if any) has stopped using them."""
+    if app.state.stop_worker is not None:
+        await app.state.stop_worker()
     async with app.state.engine.begin() as conn:
         await conn.execute(text(f"TRUNCATE {', '.join(TABLES)} CASCADE"))
 

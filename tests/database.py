@@ -25,6 +25,12 @@ TABLES = (
     "login_failures",
     "users",
     "teams",
+    "import_jobs",
+    "import_job_parts",
+    "import_job_errors",
+    "pgqueuer",
+    "pgqueuer_log",
+    "pgqueuer_statistics",
 )
 
 

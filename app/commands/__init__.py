@@ -1,4 +1,5 @@
-"""The operator commands of `aitrace` besides `serve`: `db ...`, `user ...` and `config`.
+"""The operator commands of `aitrace` besides `serve`: `db ...`, `user ...`, `config` and
+`worker`.
 
 Each command is a function that takes the parsed arguments and returns the exit status:
 
@@ -119,6 +120,28 @@ def add_operator_commands(commands: argparse._SubParsersAction[argparse.Argument
     commands.add_parser(
         "config", help="print the effective settings (secrets masked)"
     ).set_defaults(handler="config:show")
+
+    worker = commands.add_parser(
+        "worker", help="run background jobs (imports, webhooks) without the API"
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=_positive,
+        metavar="N",
+        help="jobs run at once (default: WORKER_CONCURRENCY, else 2)",
+    )
+    worker.set_defaults(handler="worker:run")
+
+
+def _positive(value: str) -> int:
+    """A whole number from 1 to 64, for `--concurrency`."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if not 1 <= number <= 64:
+        raise argparse.ArgumentTypeError("must be from 1 to 64")
+    return number
 
 
 def run_operator_command(args: argparse.Namespace) -> int:

@@ -60,12 +60,27 @@ def head_revision() -> str:
     return head
 
 
+QUEUE_TABLE_PREFIX = "pgqueuer"
+"""The job queue's tables are pgqueuer's, created by revision 0006 from its frozen SQL; no model
+declares them, so the comparison with the models leaves them out."""
+
+
+def _is_model_object(name: str | None, kind: str, parents: Any) -> bool:
+    """Whether Alembic compares this object with the models: not the job queue's tables."""
+    return not (kind == "table" and (name or "").startswith(QUEUE_TABLE_PREFIX))
+
+
 def configure_context(context: Any, connection: Connection, metadata: MetaData) -> None:
     """Configure Alembic's environment context (called from `database/migrations/env.py`).
 
     Types are compared too, so `alembic check` notices a column whose type drifted.
     """
-    context.configure(connection=connection, target_metadata=metadata, compare_type=True)
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        compare_type=True,
+        include_name=_is_model_object,
+    )
 
 
 def _stamp_if_unversioned(connection: Connection, config: Config) -> None:

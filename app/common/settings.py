@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     export_max_concurrent_per_user: int = Field(default=2, ge=1, le=100)
     export_send_timeout: float = Field(default=30.0, gt=0, le=3600)
     search_timeout: float = Field(default=5.0, gt=0, le=600)
+    run_worker: bool = True
+    worker_concurrency: int = Field(default=2, ge=1, le=64)
+    job_heartbeat_timeout: float = Field(default=30.0, ge=1, le=3600)
 
     @field_validator("database_url", mode="before")
     @classmethod

@@ -1,9 +1,21 @@
 """SQLModel classes; importing this package registers every table in the metadata."""
 
 from app.models.dataset import Dataset
+from app.models.import_job import ImportJob, ImportJobError, ImportJobPart
 from app.models.row import DatasetRow
 from app.models.schema import Schema, SchemaField
 from app.models.team import Team
 from app.models.user import LoginFailure, User
 
-__all__ = ["Dataset", "DatasetRow", "LoginFailure", "Schema", "SchemaField", "Team", "User"]
+__all__ = [
+    "Dataset",
+    "DatasetRow",
+    "ImportJob",
+    "ImportJobError",
+    "ImportJobPart",
+    "LoginFailure",
+    "Schema",
+    "SchemaField",
+    "Team",
+    "User",
+]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -24,11 +23,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from app.common.exceptions import MALFORMED_JSON, ValidationException
 from app.models.row import FileFormat, ImportMapping, ImportRequest
-from app.services.import_service import check_import_file, check_import_text
-
-_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
-"""One line with its terminator, split as `newline=""` files are: at \\r\\n, \\r or \\n."""
-_BOM = "\ufeff"
+from app.services.import_service import check_import_file, check_import_text, text_lines
 
 FORM_FIELDS = frozenset({"file", "format", "column_mapping", "mark_all_pending"})
 FORMATS: dict[str, FileFormat] = {"csv": "csv", "jsonl": "jsonl"}
@@ -47,6 +42,8 @@ class ImportUpload:
     column_mapping: dict[str, str | None] | None
     mark_all_pending: bool
     form: FormData | None = field(default=None, repr=False)
+    file_name: str | None = None
+    file_bytes: int = 0
 
     def __enter__(self) -> ImportUpload:
         return self
@@ -69,17 +66,6 @@ def _invalid_body(error: ValidationError, prefix: tuple[str, ...]) -> RequestVal
     for item in error.errors():
         errors.append({**item, "loc": (*prefix, *item["loc"])})
     return RequestValidationError(errors)
-
-
-def text_lines(content: str) -> Iterator[str]:
-    """The lines of `content` (after a leading BOM) with their terminators, one slice at a time.
-
-    Unlike `io.StringIO`, which copies the text into a buffer of 4 bytes per character, this
-    holds no more than the current line besides `content` itself.
-    """
-    start = 1 if content.startswith(_BOM) else 0
-    for match in _LINE.finditer(content, start):
-        yield match.group()
 
 
 async def _read_body(request: Request) -> bytearray:
@@ -159,7 +145,7 @@ async def _from_multipart(request: Request, max_bytes: int) -> ImportUpload:
         fmt = _form_format(form.get("format"), upload)
         mapping = _form_mapping(form.get("column_mapping"))
         mark_all_pending = _form_flag(form.get("mark_all_pending", "false"))
-        await asyncio.to_thread(check_import_file, upload.file, max_bytes=max_bytes, fmt=fmt)
+        size = await asyncio.to_thread(check_import_file, upload.file, max_bytes=max_bytes, fmt=fmt)
         lines = io.TextIOWrapper(upload.file, encoding="utf-8-sig", newline="")
     except BaseException:
         await form.close()
@@ -170,7 +156,15 @@ async def _from_multipart(request: Request, max_bytes: int) -> ImportUpload:
         column_mapping=mapping,
         mark_all_pending=mark_all_pending,
         form=form,
+        file_name=printable_name(upload.filename),
+        file_bytes=size,
     )
+
+
+def printable_name(name: str | None) -> str | None:
+    """A client's file name as it can be stored and shown: no control characters, 255 at most."""
+    kept = "".join(char for char in name or "" if char.isprintable())[:255]
+    return kept or None
 
 
 def _is_multipart(request: Request) -> bool:

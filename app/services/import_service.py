@@ -22,10 +22,19 @@ import codecs
 import csv
 import json
 import logging
+import re
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import IO, Any, TypeVar
 
@@ -59,6 +68,9 @@ RECORD_LABELS: dict[str, str] = {"csv": "Row", "jsonl": "Line"}
 """How an import's messages name a record: `Row N` (CSV line where the record starts), or
 `Line N` (JSONL line)."""
 JSON_WHITESPACE = " \t\r\n"
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
+"""One line with its terminator, split as `newline=""` files are: at \\r\\n, \\r or \\n."""
+_BOM = "\ufeff"
 
 T = TypeVar("T")
 
@@ -67,8 +79,9 @@ csv.field_size_limit(sys.maxsize)
 _INSERT = text("""INSERT INTO dataset_rows (id, dataset_id, image_url, image_hash, data, status,
                                  created_by, updated_by, created_at, updated_at)
        SELECT u.id, :dataset_id, u.url, u.hash, CAST(u.data AS jsonb), u.status,
-              :user_id, :user_id, :now, :now
+              author.id, author.id, :now, :now
          FROM unnest(:ids, :urls, :hashes, :datas, :statuses) AS u(id, url, hash, data, status)
+         LEFT JOIN users AS author ON author.id = :user_id
        ON CONFLICT (dataset_id, image_hash) DO NOTHING
        RETURNING id""").bindparams(
     bindparam("ids", type_=ARRAY(UUID(as_uuid=True))),
@@ -96,19 +109,60 @@ for a blank line (sources yield those too, so that reading them is paced as well
 
 
 @dataclass
+class Checkpoint:
+    """What an import settled since its previous checkpoint, written with the batch's rows.
+
+    Every record up to `through_line` is settled (imported, duplicate or invalid); `errors`
+    holds every invalid record since the previous checkpoint, not only the first 100.
+    """
+
+    through_line: int
+    imported: int
+    skipped_duplicates: int
+    errors: list[tuple[int, str]]
+    final: bool
+
+    @property
+    def processed(self) -> int:
+        """Records settled since the previous checkpoint."""
+        return self.imported + self.skipped_duplicates + len(self.errors)
+
+
+Saver = Callable[[AsyncSession, Checkpoint], Awaitable[None]]
+"""Writes a checkpoint in the transaction of its batch, just before the commit; raising rolls
+the batch back and stops the import."""
+
+
+@dataclass
 class _Tally:
-    """The running counts and messages of one import."""
+    """The running counts and messages of one import, and what is not yet checkpointed."""
 
     label: str = "Row"
     imported: int = 0
     skipped_duplicates: int = 0
     skipped_invalid: int = 0
     errors: list[tuple[int, str]] = field(default_factory=list)
+    unsaved: Checkpoint = field(default_factory=lambda: Checkpoint(0, 0, 0, [], False))
 
     def invalid(self, line: int, reason: str) -> None:
         self.skipped_invalid += 1
         if len(self.errors) < MAX_ERRORS:
             self.errors.append((line, reason))
+        self.unsaved.errors.append((line, reason))
+
+    def written(self, imported: int, duplicates: int) -> None:
+        """Count one batch's insert."""
+        self.imported += imported
+        self.skipped_duplicates += duplicates
+        self.unsaved.imported += imported
+        self.unsaved.skipped_duplicates += duplicates
+
+    def checkpoint(self, through_line: int, *, final: bool) -> Checkpoint:
+        """What is settled since the previous checkpoint; starts the next one."""
+        done = self.unsaved
+        done.through_line, done.final = through_line, final
+        self.unsaved = Checkpoint(through_line, 0, 0, [], False)
+        return done
 
     def result(self) -> ImportResult:
         """The response; messages in line order (image failures are found after value errors)."""
@@ -126,6 +180,18 @@ class _Columns:
 
     image: int
     fields: list[tuple[FieldRule, int]]
+
+
+def text_lines(content: str, *, skip_bom: bool = True) -> Iterator[str]:
+    """The lines of `content` (after a leading BOM, with `skip_bom`) with their terminators,
+    one slice at a time.
+
+    Unlike `io.StringIO`, which copies the text into a buffer of 4 bytes per character, this
+    holds no more than the current line besides `content` itself.
+    """
+    start = 1 if skip_bom and content.startswith(_BOM) else 0
+    for match in _LINE.finditer(content, start):
+        yield match.group()
 
 
 def utf8_length(content: str) -> int:
@@ -156,9 +222,9 @@ def check_import_text(content: str, *, max_bytes: int, fmt: FileFormat) -> None:
         )
 
 
-def check_import_file(handle: IO[bytes], *, max_bytes: int, fmt: FileFormat) -> None:
+def check_import_file(handle: IO[bytes], *, max_bytes: int, fmt: FileFormat) -> int:
     """Check an uploaded file before any record is read: size, UTF-8, no NUL in CSV (in JSONL a
-    NUL makes only its own line invalid); rewinds the file.
+    NUL makes only its own line invalid); rewinds the file and returns its size in bytes.
 
     Raises:
         PayloadTooLargeException: when it is over `max_bytes`.
@@ -183,6 +249,7 @@ def check_import_file(handle: IO[bytes], *, max_bytes: int, fmt: FileFormat) -> 
     except UnicodeDecodeError:
         raise ValidationException.for_field("file", f"the {label} is not UTF-8 text") from None
     handle.seek(0)
+    return size
 
 
 def _resolve_columns(
@@ -253,11 +320,12 @@ def _convert(
         raise ValueError(error.message) from None
 
 
-def _records(reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str]]]:
-    """Yield each record with the line number it starts on (the header is line 1)."""
+def _records(reader: Iterator[list[str]], line_offset: int = 0) -> Iterator[tuple[int, list[str]]]:
+    """Yield each record with the line number it starts on (the header is line 1, and
+    `line_offset` is added to every number)."""
     line_of = getattr(reader, "line_num")
     while True:
-        start = line_of + 1
+        start = line_of + 1 + line_offset
         try:
             record = next(reader)
         except StopIteration:
@@ -267,10 +335,10 @@ def _records(reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str]]]:
 
 
 def _csv_candidates(
-    reader: Iterator[list[str]], columns: _Columns, rules: Sequence[FieldRule]
+    reader: Iterator[list[str]], columns: _Columns, rules: Sequence[FieldRule], line_offset: int
 ) -> Iterator[Record]:
     """The CSV record source: each record converted by `_convert`."""
-    for line, record in _records(reader):
+    for line, record in _records(reader, line_offset):
         if not any(value.strip() for value in record):
             yield line, None
             continue
@@ -283,7 +351,10 @@ def _csv_candidates(
 
 
 def _csv_source(
-    lines: Iterable[str], mapping: Mapping[str, str | None], rules: Sequence[FieldRule]
+    lines: Iterable[str],
+    mapping: Mapping[str, str | None],
+    rules: Sequence[FieldRule],
+    line_offset: int = 0,
 ) -> Iterator[Record]:
     """Read the header and check the mapping at once, then give the records one by one.
 
@@ -294,7 +365,7 @@ def _csv_source(
     header = next(reader, None)
     if header is None:
         raise ValidationException.for_field("file", "the CSV is empty (no header row)")
-    return _csv_candidates(reader, _resolve_columns(mapping, header, rules), rules)
+    return _csv_candidates(reader, _resolve_columns(mapping, header, rules), rules, line_offset)
 
 
 def _jsonl_problem(error: ValidationError) -> str:
@@ -334,10 +405,12 @@ def _convert_jsonl(line: int, text: str, rules: Sequence[FieldRule]) -> _Candida
     return _Candidate(line=line, image_url=image_url, data=data, status=record.status)
 
 
-def _jsonl_source(lines: Iterable[str], rules: Sequence[FieldRule]) -> Iterator[Record]:
-    """The JSONL record source: one JSON object per line (line 1 is the first), blank lines
-    skipped."""
-    for line, text in enumerate(lines, start=1):
+def _jsonl_source(
+    lines: Iterable[str], rules: Sequence[FieldRule], line_offset: int = 0
+) -> Iterator[Record]:
+    """The JSONL record source: one JSON object per line (line 1 + `line_offset` is the first),
+    blank lines skipped."""
+    for line, text in enumerate(lines, start=1 + line_offset):
         if not text.strip(JSON_WHITESPACE):
             yield line, None
             continue
@@ -347,7 +420,7 @@ def _jsonl_source(lines: Iterable[str], rules: Sequence[FieldRule]) -> Iterator[
             yield line, str(error)
 
 
-async def _paced(items: Iterator[T]) -> AsyncIterator[T]:
+async def paced(items: Iterator[T]) -> AsyncIterator[T]:
     """Yield the items, handing the event loop back every `YIELD_INTERVAL` seconds.
 
     Reading and converting records is CPU work with no I/O of its own (a file of invalid rows
@@ -372,19 +445,24 @@ class _Importer:
         fetcher: ImageFetcher,
         *,
         dataset: Dataset,
-        user: User,
+        user_id: uuid.UUID | None,
         mark_all_pending: bool,
         concurrency: int,
         label: str,
+        saver: Saver | None,
     ) -> None:
         self.session, self.fetcher = session, fetcher
-        self.dataset, self.user = dataset, user
+        self.dataset, self.user_id = dataset, user_id
         self.mark_all_pending, self.concurrency = mark_all_pending, concurrency
+        self.saver = saver
         self.tally = _Tally(label=label)
 
-    async def run_batch(self, batch: list[_Candidate]) -> None:
-        """Fetch the batch's images, then insert and commit what remains valid."""
-        await self._insert(await self._fetch_all(batch))
+    async def run_batch(
+        self, batch: list[_Candidate], *, through_line: int, final: bool = False
+    ) -> None:
+        """Fetch the batch's images, then insert and commit what remains valid, with the
+        checkpoint through `through_line` when the import keeps them."""
+        await self._insert(await self._fetch_all(batch), through_line, final)
 
     async def _fetch_all(self, batch: list[_Candidate]) -> list[_Candidate]:
         """Fetch images `concurrency` at a time; failures are counted as invalid rows."""
@@ -419,11 +497,12 @@ class _Importer:
             return PENDING
         return candidate.status or computed_status(rules, data)
 
-    async def _insert(self, batch: list[_Candidate]) -> None:
+    async def _insert(self, batch: list[_Candidate], through_line: int, final: bool) -> None:
         """Write one batch in its own transaction; image-index conflicts are duplicates.
 
         The schema's fields are re-read under a share lock and the values re-checked, so a
-        schema change during a long import cannot leave stale values behind.
+        schema change during a long import cannot leave stale values behind. The checkpoint
+        (with a saver) goes in the same transaction, so counts never drift from the rows.
         """
         rules = await field_rules(self.session, self.dataset, lock_schema=True)
         ids, urls, hashes, datas, statuses = [], [], [], [], []
@@ -442,7 +521,7 @@ class _Importer:
             result = await self.session.exec(  # type: ignore[call-overload]
                 _INSERT.bindparams(
                     dataset_id=self.dataset.id,
-                    user_id=self.user.id,
+                    user_id=self.user_id,
                     now=utcnow(),
                     ids=ids,
                     urls=urls,
@@ -452,18 +531,74 @@ class _Importer:
                 )
             )
             inserted = len(result.all())
-            self.tally.imported += inserted
-            self.tally.skipped_duplicates += len(ids) - inserted
+            self.tally.written(inserted, len(ids) - inserted)
+        if self.saver is not None:
+            await self.saver(self.session, self.tally.checkpoint(through_line, final=final))
         await self.session.commit()
 
 
-def _record_source(
+async def run_import(
+    session: AsyncSession,
+    fetcher: ImageFetcher,
+    *,
+    dataset: Dataset,
+    user_id: uuid.UUID | None,
+    records: Iterator[Record],
+    label: str,
+    mark_all_pending: bool,
+    concurrency: int,
+    saver: Saver | None = None,
+    resume_after: int = 0,
+) -> _Tally:
+    """Import `records` into `dataset` in batches of `BATCH_SIZE`, each committed on its own.
+
+    Args:
+        user_id: Recorded as the rows' creator (None once that user is deleted).
+        saver: Called in each batch's transaction with what it settled (see `Checkpoint`); a
+            batch is then also committed after `BATCH_SIZE` invalid records, and once at the
+            end with `final` set, even when nothing is left to insert.
+        resume_after: Records starting on or before this line were settled by an earlier run
+            and are skipped.
+    """
+    importer = _Importer(
+        session,
+        fetcher,
+        dataset=dataset,
+        user_id=user_id,
+        mark_all_pending=mark_all_pending,
+        concurrency=concurrency,
+        label=label,
+        saver=saver,
+    )
+    batch: list[_Candidate] = []
+    last_line = resume_after
+    async for line, candidate in paced(records):
+        if line <= resume_after:
+            continue
+        last_line = line
+        if isinstance(candidate, str):
+            importer.tally.invalid(line, candidate)
+        elif candidate is not None:
+            batch.append(candidate)
+        unsaved_errors = len(importer.tally.unsaved.errors) if saver else 0
+        if len(batch) >= BATCH_SIZE or unsaved_errors >= BATCH_SIZE:
+            await importer.run_batch(batch, through_line=last_line)
+            batch = []
+    if batch or saver is not None:
+        await importer.run_batch(batch, through_line=last_line, final=True)
+    return importer.tally
+
+
+def record_source(
     lines: Iterable[str],
     fmt: FileFormat,
     column_mapping: Mapping[str, str | None] | None,
     rules: Sequence[FieldRule],
+    line_offset: int = 0,
 ) -> Iterator[Record]:
     """The record source of the format; CSV checks its header and mapping here.
+
+    `line_offset` is added to every line number (a part of a file starts past its line 1).
 
     Raises:
         ValidationException: for CSV without a mapping, an empty CSV or a bad mapping; for
@@ -474,10 +609,10 @@ def _record_source(
             raise ValidationException.for_field(
                 "column_mapping", "not used with format jsonl: each line's data names its fields"
             )
-        return _jsonl_source(lines, rules)
+        return _jsonl_source(lines, rules, line_offset)
     if column_mapping is None:
         raise ValidationException.for_field("column_mapping", "required with format csv")
-    return _csv_source(lines, column_mapping, rules)
+    return _csv_source(lines, column_mapping, rules, line_offset)
 
 
 async def import_rows(
@@ -517,28 +652,16 @@ async def import_rows(
     )
     rules = await field_rules(session, dataset, lock_schema=False)
     await session.commit()
-    records = _record_source(lines, fmt, column_mapping, rules)
-    importer = _Importer(
+    tally = await run_import(
         session,
         fetcher,
         dataset=dataset,
-        user=user,
+        user_id=user.id,
+        records=record_source(lines, fmt, column_mapping, rules),
+        label=RECORD_LABELS[fmt],
         mark_all_pending=mark_all_pending,
         concurrency=concurrency,
-        label=RECORD_LABELS[fmt],
     )
-    batch: list[_Candidate] = []
-    async for line, candidate in _paced(records):
-        if isinstance(candidate, str):
-            importer.tally.invalid(line, candidate)
-        elif candidate is not None:
-            batch.append(candidate)
-        if len(batch) >= BATCH_SIZE:
-            await importer.run_batch(batch)
-            batch = []
-    if batch:
-        await importer.run_batch(batch)
-    tally = importer.tally
     logger.info(
         "Import (%s) into dataset %s: %d imported, %d duplicates, %d invalid",
         fmt,

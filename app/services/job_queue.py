@@ -1,0 +1,60 @@
+"""Putting work on the job queue (pgqueuer, on the service's own PostgreSQL).
+
+Jobs are inserted on the connection of the caller's session, inside its transaction: a job is
+queued if and only if the records it works on are committed with it, and a rolled-back request
+leaves no job behind. Workers (`app.worker`) pick jobs with `FOR UPDATE SKIP LOCKED`, keep a
+heartbeat while they run them, and re-pick a job whose worker stopped beating (killed, host
+lost) after `JOB_HEARTBEAT_TIMEOUT` seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import cast
+
+import asyncpg
+from pgqueuer import AsyncpgDriver, Queries
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+IMPORT_PART = "import.part"
+"""Runs one part of a background import (`import_jobs.run_part`)."""
+WEBHOOK_DELIVERY = "webhook.delivery"
+"""Sends one webhook delivery (`webhook_delivery.deliver`)."""
+
+
+async def queue_of(session: AsyncSession) -> Queries:
+    """pgqueuer's queries on the connection of `session`, in its current transaction."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    return Queries(AsyncpgDriver(cast(asyncpg.Connection, raw.driver_connection)))
+
+
+async def enqueue(
+    session: AsyncSession,
+    entrypoint: str,
+    payloads: Sequence[bytes],
+    *,
+    priorities: Sequence[int] | None = None,
+    delay: timedelta | None = None,
+) -> list[int]:
+    """Queue one job of `entrypoint` per payload, in the session's transaction.
+
+    Args:
+        priorities: Higher runs first (default 0 for each); among equals the older job runs first.
+        delay: Run no earlier than this from now.
+
+    Returns:
+        The queue's ids of the new jobs.
+    """
+    if not payloads:
+        return []
+    queries = await queue_of(session)
+    count = len(payloads)
+    ids = await queries.enqueue(
+        [entrypoint] * count,
+        list(payloads),
+        list(priorities) if priorities is not None else [0] * count,
+        [delay] * count,
+    )
+    return [int(job_id) for job_id in ids]

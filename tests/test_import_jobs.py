@@ -1,0 +1,315 @@
+"""Background imports: submit, progress, every error, parts across workers, cancel, isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from httpx import AsyncClient, Response
+
+from app.common.settings import Settings
+from app.services import import_parts
+from app.services.import_service import BATCH_SIZE
+from tests.conftest import make_client, running_app
+from tests.factories import Catalog, ImageUrl, add_member, signup_team
+from tests.helpers import assert_error, fetch_all, fetch_value
+from tests.image_server import ImageServer, unique_png
+
+FINAL_STATES = ("done", "failed", "cancelled")
+
+
+@pytest.fixture
+def settings(request: pytest.FixtureRequest, make_settings: Callable[..., Settings]) -> Settings:
+    """The app runs its queue worker, as `aitrace serve` does (unless parametrized False)."""
+    return make_settings(
+        run_worker=getattr(request, "param", True), job_heartbeat_timeout=2, signup_enabled=True
+    )
+
+
+def csv_text(rows: list[list[str]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerows(rows)
+    return buffer.getvalue()
+
+
+async def submit(
+    client: AsyncClient,
+    catalog: Catalog,
+    content: str,
+    *,
+    mapping: dict[str, Any] | None = None,
+    name: str = "rows.csv",
+    headers: dict[str, str] | None = None,
+    **parts: str,
+) -> Response:
+    """POST the file to the dataset's imports as a multipart form."""
+    data = dict(parts)
+    if mapping is not None:
+        data["column_mapping"] = json.dumps(mapping)
+    return await client.post(
+        f"/api/v1/datasets/{catalog.dataset['id']}/imports",
+        files={"file": (name, content.encode(), "text/csv")},
+        data=data,
+        headers=headers or catalog.member.headers,
+    )
+
+
+async def finished(client: AsyncClient, catalog: Catalog, job_id: str) -> dict[str, Any]:
+    """Poll the job until it ends (at most 60 s)."""
+    for _ in range(1200):
+        response = await client.get(f"/api/v1/imports/{job_id}", headers=catalog.member.headers)
+        assert response.status_code == 200
+        job: dict[str, Any] = response.json()
+        if job["state"] in FINAL_STATES:
+            return job
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"import {job_id} did not finish: {job}")
+
+
+async def all_errors(client: AsyncClient, catalog: Catalog, job_id: str) -> list[dict[str, Any]]:
+    """Every error of the job, page after page."""
+    errors: list[dict[str, Any]] = []
+    page = 1
+    while True:
+        response = await client.get(
+            f"/api/v1/imports/{job_id}/errors",
+            params={"page": page, "page_size": 100},
+            headers=catalog.member.headers,
+        )
+        assert response.status_code == 200
+        body = response.json()
+        errors.extend(body["items"])
+        if page >= body["total_pages"]:
+            assert len(errors) == body["total"]
+            return errors
+        page += 1
+
+
+def label_mapping(catalog: Catalog) -> dict[str, str]:
+    return {"image_url": "url", catalog.ids["label"]: "label"}
+
+
+async def test_a_background_import_stores_rows_and_keeps_every_error(
+    app: FastAPI, client: AsyncClient, catalog: Catalog, image_url: ImageUrl
+) -> None:
+    urls = [image_url() for _ in range(30)]
+    rows = [["url", "label"]]
+    rows += [[url, "cat"] for url in urls]
+    rows += [[urls[0], "dog"]]
+    rows += [[f"http://127.0.0.1:1/missing-{n}.png", "cat"] for n in range(3)]
+    rows += [[image_url(), "not-an-option"] for _ in range(150)]
+    response = await submit(client, catalog, csv_text(rows), mapping=label_mapping(catalog))
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert response.headers["location"] == f"/api/v1/imports/{job['id']}"
+    assert job["state"] in ("queued", "running")
+    assert job["total"] == 184 and job["file_name"] == "rows.csv"
+    assert job["dataset_id"] == catalog.dataset["id"]
+
+    done = await finished(client, catalog, job["id"])
+    assert done["state"] == "done", done
+    assert (done["processed"], done["imported"]) == (184, 30)
+    assert (done["skipped_duplicates"], done["skipped_invalid"]) == (1, 153)
+    assert done["started_at"] and done["finished_at"] and done["rate"] > 0
+    stored = await fetch_all(
+        app,
+        "SELECT image_url, data, created_by::text AS by FROM dataset_rows WHERE dataset_id = :id",
+        id=uuid.UUID(catalog.dataset["id"]),
+    )
+    assert sorted(row["image_url"] for row in stored) == sorted(urls)
+    assert {row["by"] for row in stored} == {catalog.member.id}
+    errors = await all_errors(client, catalog, job["id"])
+    assert len(errors) == 153
+    assert [error["line"] for error in errors] == sorted(error["line"] for error in errors)
+    assert errors[0]["line"] == 33 and "image_url" in errors[0]["message"]
+    assert errors[-1]["line"] == 185 and "label" in errors[-1]["message"].lower()
+    assert await fetch_value(app, "SELECT count(*) FROM import_job_parts") == 0
+
+
+async def test_parts_keep_the_lines_of_the_file(
+    app: FastAPI,
+    client: AsyncClient,
+    catalog: Catalog,
+    image_url: ImageUrl,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Cut into parts of 3 records, a CSV with blank lines and quoted line breaks is imported
+    whole, and each error names its line in the original file."""
+    monkeypatch.setattr(import_parts, "PART_RECORDS", 3)
+    note = catalog.ids["note"]
+    lines = ["url,label,note\r\n"]
+    expected_lines = []
+    for index in range(10):
+        if index % 4 == 3:
+            lines.append("\r\n")
+        if index % 3 == 0:
+            lines.append(f'{image_url()},bad-label,"two\r\nlines"\r\n')
+            expected_lines.append(sum(line.count("\n") for line in lines) - 1)
+        else:
+            lines.append(f'{image_url()},cat,"x"\r\n')
+    mapping = {**label_mapping(catalog), note: "note"}
+    response = await submit(client, catalog, "".join(lines), mapping=mapping)
+    assert response.status_code == 202, response.text
+    assert await fetch_value(app, "SELECT count(*) FROM import_job_parts") == 4
+    done = await finished(client, catalog, response.json()["id"])
+    assert (done["state"], done["total"], done["imported"]) == ("done", 10, 6)
+    errors = await all_errors(client, catalog, done["id"])
+    assert [error["line"] for error in errors] == expected_lines
+
+
+async def test_a_jsonl_file_is_imported_in_the_background(
+    client: AsyncClient, catalog: Catalog, image_url: ImageUrl
+) -> None:
+    lines = [
+        json.dumps({"image_url": image_url(), "data": {"label": "cat"}, "status": "reviewed"}),
+        "",
+        "not json",
+        json.dumps({"image_url": image_url(), "data": {"label": "dog"}}),
+    ]
+    response = await submit(client, catalog, "\n".join(lines) + "\n", name="rows.jsonl")
+    assert response.status_code == 202, response.text
+    done = await finished(client, catalog, response.json()["id"])
+    assert (done["format"], done["total"], done["imported"]) == ("jsonl", 3, 2)
+    errors = await all_errors(client, catalog, done["id"])
+    assert [(error["line"], error["message"][:14]) for error in errors] == [(3, "not valid JSON")]
+
+
+async def test_a_bad_file_is_refused_and_nothing_is_queued(
+    app: FastAPI, client: AsyncClient, catalog: Catalog
+) -> None:
+    cases = [
+        ({"image_url": "url", "nope": "label"}, "url,label\r\nx,y\r\n", "column_mapping.nope"),
+        ({"image_url": "missing"}, "url,label\r\nx,y\r\n", "column_mapping.image_url"),
+        ({"image_url": "url"}, "", "file"),
+    ]
+    for mapping, content, where in cases:
+        response = await submit(client, catalog, content, mapping=mapping)
+        body = assert_error(response, 400, "VALIDATION_ERROR")
+        assert body["details"][0]["field"] == where
+    response = await submit(client, catalog, "url\r\n", mapping=None)
+    assert assert_error(response, 400, "VALIDATION_ERROR")["details"][0]["field"] == (
+        "column_mapping"
+    )
+    assert await fetch_value(app, "SELECT count(*) FROM import_jobs") == 0
+    assert await fetch_value(app, "SELECT count(*) FROM pgqueuer") == 0
+
+
+async def test_an_empty_file_is_done_at_once(client: AsyncClient, catalog: Catalog) -> None:
+    response = await submit(client, catalog, "url,label\r\n\r\n", mapping=label_mapping(catalog))
+    assert response.status_code == 202
+    job = response.json()
+    assert (job["state"], job["total"], job["processed"]) == ("done", 0, 0)
+
+
+async def test_imports_are_listed_newest_first(
+    client: AsyncClient, catalog: Catalog, image_url: ImageUrl
+) -> None:
+    ids = []
+    for _ in range(3):
+        content = csv_text([["url", "label"], [image_url(), "cat"]])
+        response = await submit(client, catalog, content, mapping=label_mapping(catalog))
+        ids.append(response.json()["id"])
+    response = await client.get(
+        f"/api/v1/datasets/{catalog.dataset['id']}/imports",
+        params={"page_size": 2},
+        headers=catalog.member.headers,
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["total"], body["total_pages"]) == (3, 2)
+    assert [job["id"] for job in body["items"]] == ids[::-1][:2]
+
+
+async def test_other_teams_see_nothing(
+    client: AsyncClient, catalog: Catalog, image_url: ImageUrl
+) -> None:
+    content = csv_text([["url", "label"], [image_url(), "cat"]])
+    job = (await submit(client, catalog, content, mapping=label_mapping(catalog))).json()
+    other = await signup_team(client)
+    for method, path in (
+        ("GET", f"/api/v1/imports/{job['id']}"),
+        ("GET", f"/api/v1/imports/{job['id']}/errors"),
+        ("POST", f"/api/v1/imports/{job['id']}/cancel"),
+        ("GET", f"/api/v1/datasets/{catalog.dataset['id']}/imports"),
+    ):
+        response = await client.request(method, path, headers=other.headers)
+        assert_error(response, 404, "NOT_FOUND")
+    response = await submit(client, catalog, content, mapping={}, headers=other.headers)
+    assert_error(response, 404, "NOT_FOUND")
+    response = await client.get(f"/api/v1/imports/{job['id']}")
+    assert_error(response, 401, "UNAUTHORIZED")
+
+
+@pytest.mark.parametrize("settings", [False], indirect=True)
+async def test_cancelling_a_queued_import(
+    app: FastAPI, client: AsyncClient, catalog: Catalog, image_url: ImageUrl
+) -> None:
+    """Without a worker the job stays queued; who submitted it, or an admin, may cancel it."""
+    content = csv_text([["url", "label"], [image_url(), "cat"]])
+    mine = (await submit(client, catalog, content, mapping=label_mapping(catalog))).json()
+    theirs = (await submit(client, catalog, content, mapping=label_mapping(catalog))).json()
+    assert mine["state"] == "queued"
+    colleague = await add_member(client, catalog.admin)
+    response = await client.post(f"/api/v1/imports/{mine['id']}/cancel", headers=colleague.headers)
+    assert_error(response, 403, "FORBIDDEN")
+    response = await client.post(
+        f"/api/v1/imports/{mine['id']}/cancel", headers=catalog.member.headers
+    )
+    assert response.status_code == 200
+    assert (response.json()["state"], bool(response.json()["finished_at"])) == ("cancelled", True)
+    response = await client.post(
+        f"/api/v1/imports/{mine['id']}/cancel", headers=catalog.member.headers
+    )
+    assert_error(response, 409, "CONFLICT")
+    response = await client.post(
+        f"/api/v1/imports/{theirs['id']}/cancel", headers=catalog.admin.headers
+    )
+    assert response.json()["state"] == "cancelled"
+    assert await fetch_value(app, "SELECT count(*) FROM import_job_parts") == 0
+
+    async with running_app(
+        app.state.settings.model_copy(update={"run_worker": True}), truncate=False
+    ):
+        await asyncio.sleep(1)
+    assert await fetch_value(app, "SELECT count(*) FROM dataset_rows") == 0
+
+
+async def test_cancelling_a_running_import_keeps_committed_batches_only(
+    app: FastAPI, client: AsyncClient, catalog: Catalog, image_server: ImageServer
+) -> None:
+    """The batch under way when the job is cancelled is rolled back; counts match the rows."""
+    rows = [["url", "label"]]
+    for index in range(BATCH_SIZE + 20):
+        path = f"/cancel/{uuid.uuid4().hex}.png"
+        if index < BATCH_SIZE:
+            image_server.add_image(path, unique_png())
+        else:
+            image_server.add_slow(path, unique_png(), chunk_size=64, delay=0.2)
+        rows.append([image_server.url(path), "cat"])
+    job = (await submit(client, catalog, csv_text(rows), mapping=label_mapping(catalog))).json()
+    for _ in range(600):
+        progress = await client.get(f"/api/v1/imports/{job['id']}", headers=catalog.member.headers)
+        if progress.json()["processed"] >= BATCH_SIZE:
+            break
+        await asyncio.sleep(0.05)
+    response = await client.post(
+        f"/api/v1/imports/{job['id']}/cancel", headers=catalog.member.headers
+    )
+    assert response.status_code == 200
+    await asyncio.sleep(3)
+    ended = (
+        await client.get(f"/api/v1/imports/{job['id']}", headers=catalog.member.headers)
+    ).json()
+    assert (ended["state"], ended["processed"], ended["imported"]) == (
+        "cancelled",
+        BATCH_SIZE,
+        BATCH_SIZE,
+    )
+    assert await fetch_value(app, "SELECT count(*) FROM dataset_rows") == BATCH_SIZE

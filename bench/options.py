@@ -19,6 +19,7 @@ class Options:
     warmup: int
     datasets: int
     scale_rows: int
+    job_rows: int
     output_dir: Path
 
 
@@ -48,6 +49,12 @@ def parse_options(argv: list[str] | None = None) -> Options:
         default=1_000_000,
         help="rows of the review-at-scale dataset (0 skips that part)",
     )
+    parser.add_argument(
+        "--job-rows",
+        type=int,
+        default=20_000,
+        help="rows of the background import run with 1 and 2 workers (0 skips it)",
+    )
     parser.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT, help="results folder")
     args = parser.parse_args(argv)
     return Options(
@@ -57,5 +64,6 @@ def parse_options(argv: list[str] | None = None) -> Options:
         warmup=max(0, args.warmup),
         datasets=max(args.datasets, 2),
         scale_rows=max(0, args.scale_rows),
+        job_rows=max(0, args.job_rows),
         output_dir=args.output_dir,
     )

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bench.job_imports import PER_WORKER_TARGET, JobImportResult
 from bench.options import Options
 from bench.scenarios import ExportResult, ImportResult, LatencyResult
 
@@ -51,6 +52,7 @@ class Results:
     imports: ImportResult | None = None
     exports: list[ExportResult] = field(default_factory=list)
     latencies: list[LatencyResult] = field(default_factory=list)
+    job_imports: list[JobImportResult] = field(default_factory=list)
     setup_seconds: dict[str, float] = field(default_factory=dict)
     load_average: dict[str, float] = field(default_factory=dict)
 
@@ -72,7 +74,16 @@ class Results:
             targets.append(
                 Target(f"p50 {latency.name}", latency.p50, "<=", latency.target_ms, "ms")
             )
+        for job in self.job_imports:
+            name = f"background import rows/s per worker ({job.workers} workers)"
+            targets.append(Target(name, job.per_worker, ">=", PER_WORKER_TARGET, "rows/s"))
         return targets
+
+    def scale_out(self) -> float | None:
+        """The rate with 2 workers over the rate with 1 (2.0 would be perfect)."""
+        rates = {job.workers: job.rows_per_second for job in self.job_imports}
+        one, two = rates.get(1), rates.get(2)
+        return None if not one or not two else two / one
 
     def check_failures(self) -> list[str]:
         """Correctness problems (not performance): failed calls, wrong counts."""
@@ -80,6 +91,12 @@ class Results:
         if self.imports is not None and not self.imports.complete:
             problems.append(_import_problem(self.imports))
         problems += [_export_problem(export) for export in self.exports if not export.complete]
+        problems += [
+            f"background import ({job.workers} workers): {job.failure or job.imported}"
+            f" of {job.rows} imported"
+            for job in self.job_imports
+            if not job.complete
+        ]
         problems += [
             f"latency {item.name}: {item.failure}" for item in self.latencies if item.failure
         ]
@@ -132,6 +149,11 @@ def measurements_table(results: Results) -> str:
             ["import (CSV, JSON body)", str(item.imported), _number(item.seconds, 2)]
             + [_number(item.rows_per_second), "", "", ""]
         )
+    for job in results.job_imports:
+        rows.append(
+            [f"background import, {job.workers} worker(s)", str(job.imported)]
+            + [_number(job.seconds, 2), _number(job.rows_per_second), "", "", ""]
+        )
     for export in results.exports:
         rows.append(
             [f"export {export.format}", str(export.rows), _number(export.seconds, 2)]
@@ -162,6 +184,11 @@ def to_json(results: Results) -> dict[str, Any]:
         "host": {"cpus": os.cpu_count(), "load_average_1min": results.load_average},
         "setup_seconds": results.setup_seconds,
         "import": _import_json(results.imports),
+        "background_imports": [
+            asdict(job) | {"rows_per_second": job.rows_per_second, "per_worker": job.per_worker}
+            for job in results.job_imports
+        ],
+        "scale_out_ratio": results.scale_out(),
         "export": [_export_json(export) for export in results.exports],
         "latency_ms": [_latency_json(latency) for latency in results.latencies],
         "targets": [_target_json(target) for target in results.targets()],
@@ -208,6 +235,8 @@ def print_summary(results: Results) -> None:
     print(f"\nhost: {os.cpu_count()} CPUs; 1-min load average: {loads}")
     print("== Measurements ==")
     print(measurements_table(results))
+    if results.scale_out() is not None:
+        print(f"\nbackground import: 2 workers / 1 worker = {results.scale_out():.2f}x")
     print("\n== Targets ==")
     print(targets_table(results.targets()))
     problems = results.check_failures()

@@ -21,6 +21,7 @@ import httpx
 
 from bench.api import Admin, Api, ApiError, field_ids
 from bench.images import start_images
+from bench.job_imports import cpu_groups, run_job_import, worker_processes
 from bench.options import Options, parse_options
 from bench.report import Results, print_summary, to_json
 from bench.review_scale import CLAIMERS, REVIEW_SECONDS, measure_claims, measure_scale_reads
@@ -91,6 +92,24 @@ def _measure_import(context: Context, stack: ExitStack) -> None:
     print(f"   {outcome.failure or f'{outcome.imported:,} imported'}", flush=True)
 
 
+def _measure_job_imports(context: Context, stack: ExitStack) -> None:
+    """The same background import with 1, then 2 `aitrace worker` processes."""
+    rows = context.results.options.job_rows
+    images = start_images()
+    stack.callback(images.stop)
+    log = context.results.options.output_dir / "workers.log"
+    for workers in (1, 2):
+        dataset = context.api.create_dataset(f"Bench jobs {workers}", context.schema_id)
+        urls = images.image_urls([f"{uuid.uuid4().hex}-{i}" for i in range(rows)])
+        with step(f"background import of {rows:,} rows, {workers} worker process(es)"):
+            with worker_processes(context.service, workers, log) as processes:
+                groups = cpu_groups(context.service, processes)
+                outcome = run_job_import(context.api, dataset["id"], context.fields, urls, groups)
+        context.results.job_imports.append(outcome)
+        rate = outcome.rows_per_second
+        print(f"   {outcome.failure or f'{rate:,.0f} rows/s'}; CPU s: {outcome.cpu_seconds}")
+
+
 def _seed_export_dataset(context: Context) -> str:
     """A new dataset filled with `export_rows` rows straight in SQL; returns its id."""
     rows = context.results.options.export_rows
@@ -153,7 +172,7 @@ def _prepare(stack: ExitStack, results: Results) -> Context:
     log_path = results.options.output_dir / "server.log"
     with step("start aitrace (embedded PostgreSQL)", results.setup_seconds):
         log_path.unlink(missing_ok=True)
-        service = stack.enter_context(aitrace_process(log_path=log_path))
+        service = stack.enter_context(aitrace_process(log_path=log_path, options=("--no-worker",)))
     api = Api(service.base_url)
     stack.callback(api.close)
     admin = api.setup_admin()
@@ -168,6 +187,8 @@ def run(options: Options) -> Results:
     with ExitStack() as stack:
         context = _prepare(stack, results)
         _measure_import(context, stack)
+        if options.job_rows:
+            _measure_job_imports(context, stack)
         export_dataset = _seed_export_dataset(context)
         _measure_exports(context, export_dataset)
         _fill_team(context, existing=2)

@@ -38,11 +38,19 @@ class AitraceProcess:
         workers: Uvicorn worker processes.
         log_path: Where the server's output goes (appended, across restarts); by default
             `server.log` next to `data_dir`.
+        options: More options of `aitrace serve` (e.g. `--no-worker`).
     """
 
-    def __init__(self, data_dir: Path, workers: int = 1, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        workers: int = 1,
+        log_path: Path | None = None,
+        options: tuple[str, ...] = (),
+    ) -> None:
         self.data_dir = data_dir
         self.workers = workers
+        self.options = options
         self.log_path = log_path or data_dir.parent / "server.log"
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
@@ -69,6 +77,20 @@ class AitraceProcess:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = int(probe.getsockname()[1])
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        serve = ["serve", "--port", str(self.port), "--workers", str(self.workers)]
+        with self.log_path.open("ab") as output:
+            self.process = subprocess.Popen(
+                [AITRACE, *serve, *self.options],
+                env=self.environment(),
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._wait_ready()
+
+    def environment(self) -> dict[str, str]:
+        """The environment of the server, and of any `aitrace` command on the same data."""
         environment = {k: v for k, v in os.environ.items() if k not in HIDDEN_VARIABLES}
         environment.update(
             DATA_DIR=str(self.data_dir),
@@ -76,16 +98,7 @@ class AitraceProcess:
             COOKIE_SECURE="false",
             LOG_LEVEL="WARNING",
         )
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as output:
-            self.process = subprocess.Popen(
-                [AITRACE, "serve", "--port", str(self.port), "--workers", str(self.workers)],
-                env=environment,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self._wait_ready()
+        return environment
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
@@ -133,7 +146,9 @@ class AitraceProcess:
 
 
 @contextmanager
-def aitrace_process(workers: int = 1, log_path: Path | None = None) -> Iterator[AitraceProcess]:
+def aitrace_process(
+    workers: int = 1, log_path: Path | None = None, options: tuple[str, ...] = ()
+) -> Iterator[AitraceProcess]:
     """A started `AitraceProcess` on a new temporary folder, stopped (database included) on exit.
 
     The folder is a plain `tempfile` one rather than pytest's `tmp_path`: as root the database
@@ -141,7 +156,7 @@ def aitrace_process(workers: int = 1, log_path: Path | None = None) -> Iterator[
     resets its own base folder to mode 0700.
     """
     with tempfile.TemporaryDirectory(prefix="aitrace-faults-") as folder:
-        server = AitraceProcess(Path(folder) / "data", workers, log_path)
+        server = AitraceProcess(Path(folder) / "data", workers, log_path, options)
         try:
             server.start()
             yield server

@@ -67,7 +67,7 @@ class Entrypoint:
 
 
 ENTRYPOINTS: dict[str, Entrypoint] = {
-    IMPORT_PART: Entrypoint(import_jobs.run_part, retries=3),
+    IMPORT_PART: Entrypoint(import_jobs.run_part, retries=import_jobs.PART_RETRIES),
 }
 """Every kind of job a worker runs, by queue entrypoint name."""
 

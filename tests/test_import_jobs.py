@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from httpx import AsyncClient, Response
 
 from app.common.settings import Settings
-from app.services import import_parts
+from app.services import import_jobs, import_parts
 from app.services.import_service import BATCH_SIZE
 from tests.conftest import make_client, running_app
 from tests.factories import Catalog, ImageUrl, add_member, signup_team
@@ -313,3 +313,49 @@ async def test_cancelling_a_running_import_keeps_committed_batches_only(
         BATCH_SIZE,
     )
     assert await fetch_value(app, "SELECT count(*) FROM dataset_rows") == BATCH_SIZE
+
+
+@pytest.mark.parametrize("settings", [False], indirect=True)
+async def test_a_mapping_that_no_longer_fits_the_schema_fails_the_job(
+    app: FastAPI, client: AsyncClient, catalog: Catalog, image_url: ImageUrl
+) -> None:
+    """A field deleted between the upload and the run: the job fails and says why."""
+    content = csv_text([["url", "label"], [image_url(), "cat"]])
+    job = (await submit(client, catalog, content, mapping=label_mapping(catalog))).json()
+    keep = ("id", "name", "type", "required", "default_value", "position", "config")
+    fields = [
+        {key: field[key] for key in keep}
+        for field in catalog.schema["fields"]
+        if field["name"] != "label"
+    ]
+    response = await client.put(
+        f"/api/v1/schemas/{catalog.schema['id']}",
+        json={"fields": fields},
+        headers=catalog.admin.headers,
+    )
+    assert response.status_code == 200, response.text
+    async with running_app(
+        app.state.settings.model_copy(update={"run_worker": True}), truncate=False
+    ):
+        ended = await finished(client, catalog, job["id"])
+    assert ended["state"] == "failed"
+    assert f"column_mapping.{catalog.ids['label']}: not a field" in ended["error"]
+    assert await fetch_value(app, "SELECT count(*) FROM dataset_rows") == 0
+
+
+async def test_an_unexpected_error_fails_the_job_after_the_retries(
+    client: AsyncClient,
+    catalog: Catalog,
+    image_url: ImageUrl,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(import_jobs, "run_import", broken)
+    monkeypatch.setattr(import_jobs, "PART_RETRIES", 0)
+    content = csv_text([["url", "label"], [image_url(), "cat"]])
+    job = (await submit(client, catalog, content, mapping=label_mapping(catalog))).json()
+    ended = await finished(client, catalog, job["id"])
+    assert (ended["state"], ended["error"]) == ("failed", import_jobs.UNEXPECTED)
+    assert "disk on fire" not in json.dumps(ended)

@@ -227,6 +227,10 @@ VALID_BODIES: dict[str, BodyBuilder] = {
         files={"file": ("rows.csv", f"image_url\n{victim.spare_image_url}\n".encode())},
         data={"column_mapping": '{"image_url": "image_url"}'},
     ),
+    "imports-create": lambda victim: Multipart(
+        files={"file": ("rows.csv", f"image_url\n{victim.spare_image_url}\n".encode())},
+        data={"column_mapping": '{"image_url": "image_url"}'},
+    ),
 }
 
 
@@ -291,7 +295,7 @@ def error_code(response: Response) -> str | None:
 async def snapshot(application: FastAPI) -> dict[str, list[dict[str, Any]]]:
     """Every row of every table, to prove a refused request changed nothing."""
     return {
-        table: await fetch_all(application, f"SELECT * FROM {table} ORDER BY id")
+        table: await fetch_all(application, f"SELECT * FROM {table} ORDER BY 1, 2")
         for table in TABLES
     }
 
@@ -338,14 +342,29 @@ async def create_row(http: AsyncClient, admin: Account, dataset_id: str, url: st
     return row_id
 
 
+async def submit_import(http: AsyncClient, admin: Account, dataset_id: str, url: str) -> str:
+    """Queue a background import (no worker runs it here) and return the job's id."""
+    response = await http.post(
+        f"/api/v1/datasets/{dataset_id}/imports",
+        files={"file": ("rows.csv", f"image_url\n{url}\n".encode())},
+        data={"column_mapping": '{"image_url": "image_url"}'},
+        headers=admin.headers,
+    )
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["id"]
+    return job_id
+
+
 @pytest.fixture
 async def victim(http: AsyncClient, image_url: ImageUrl) -> Victim:
-    """A team with an admin, another user, two schemas, a dataset on one of them and a row."""
+    """A team with an admin, another user, two schemas, a dataset on one of them, a row and a
+    queued background import."""
     admin = await setup_instance(http, team_name="Victim Team")
     target = await add_member(http, admin, "user", activate=False)
     schema = await create_schema(http, admin)
     dataset = await create_dataset(http, admin, (await create_schema(http, admin))["id"])
     row_id = await create_row(http, admin, dataset["id"], image_url())
+    job_id = await submit_import(http, admin, dataset["id"], image_url())
     return Victim(
         admin=admin,
         path_ids={
@@ -353,6 +372,7 @@ async def victim(http: AsyncClient, image_url: ImageUrl) -> Victim:
             "schema_id": schema["id"],
             "dataset_id": dataset["id"],
             "row_id": row_id,
+            "job_id": job_id,
         },
         spare_image_url=image_url(),
     )

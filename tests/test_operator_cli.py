@@ -363,3 +363,11 @@ def test_embedded_recovery_end_to_end(tmp_path: Path) -> None:
     while any(_postmasters(pgdata) for pgdata in pgdatas) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(_postmasters(pgdata) for pgdata in pgdatas), "each command stops its server"
+
+
+def test_worker_refuses_a_bad_concurrency_and_an_unreachable_database(tmp_path: Path) -> None:
+    result = aitrace("worker", "--concurrency", "0", cwd=tmp_path)
+    assert result.returncode == 2 and "must be from 1 to 64" in result.stderr
+    unreachable = f"postgresql://u:pw@127.0.0.1:{free_port()}/db"
+    line = failure_line(aitrace("worker", cwd=tmp_path, DATABASE_URL=unreachable), 2)
+    assert "cannot connect" in line and "pw@" not in line

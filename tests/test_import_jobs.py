@@ -359,3 +359,16 @@ async def test_an_unexpected_error_fails_the_job_after_the_retries(
     ended = await finished(client, catalog, job["id"])
     assert (ended["state"], ended["error"]) == ("failed", import_jobs.UNEXPECTED)
     assert "disk on fire" not in json.dumps(ended)
+
+
+@pytest.mark.parametrize("settings", [False], indirect=True)
+async def test_a_file_larger_than_other_bodies_is_accepted(
+    client: AsyncClient, catalog: Catalog
+) -> None:
+    """Request bodies are limited to 16 MiB, but an import file may reach IMPORT_MAX_BYTES."""
+    line = "https://example.com/" + "x" * 1000 + ".png,cat\r\n"
+    content = "url,label\r\n" + line * (17 * 1024)
+    assert len(content) > 17 * 1024 * 1024
+    response = await submit(client, catalog, content, mapping=label_mapping(catalog))
+    assert response.status_code == 202, response.text
+    assert (response.json()["total"], response.json()["file_bytes"]) == (17 * 1024, len(content))

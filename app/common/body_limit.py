@@ -11,8 +11,9 @@ from app.common.exceptions import error_response
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 """Largest JSON body outside CSV import: ample for 200 text fields of 10,000 characters."""
-IMPORT_PATHS = ("/rows/import", "/rows/import/file")
-"""Path endings of the CSV import operations, which accept larger bodies."""
+IMPORT_PATHS = ("/rows/import", "/rows/import/file", "/imports")
+"""Path endings of the import operations (the synchronous ones and the background one), which
+accept larger bodies."""
 
 
 class BodyLimitMiddleware:

@@ -21,7 +21,18 @@ from app.common.exceptions import install_exception_handlers
 from app.common.migrations import ensure_at_head, upgrade_to_head
 from app.common.openapi import error_responses, install_openapi
 from app.common.settings import ConfigurationError, Settings, get_settings
-from app.routes import auth, datasets, health, imports, rows, schemas, setup, team, users
+from app.routes import (
+    auth,
+    datasets,
+    health,
+    imports,
+    rows,
+    schemas,
+    setup,
+    team,
+    users,
+    webhooks,
+)
 from app.routes.docs import OAUTH2_REDIRECT_URL, install_docs
 from app.services.image_fetch import ImageFetcher, create_http_client
 from app.worker import Worker, WorkerResources, stop_worker
@@ -127,6 +138,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
         )
     app.include_router(health.router, prefix=API_PREFIX)
-    for module in (setup, auth, team, users, schemas, datasets, rows, imports):
+    for module in (setup, auth, team, users, schemas, datasets, rows, imports, webhooks):
         app.include_router(module.router, prefix=API_PREFIX, responses=error_responses(503))
     return app

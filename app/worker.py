@@ -28,14 +28,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.common.settings import Settings
-from app.services import import_jobs
+from app.services import import_jobs, webhook_delivery
 from app.services.image_fetch import ImageFetcher
-from app.services.job_queue import IMPORT_PART
+from app.services.job_queue import IMPORT_PART, WEBHOOK_DELIVERY
 
 logger = logging.getLogger(__name__)
 
 RECONNECT_DELAY = 2.0
 """Seconds between attempts to reach the queue again after its connection was lost."""
+POLL_SECONDS = 2.0
+"""Longest wait for new work without a notification: a job queued again for later (a retry
+after a delay) wakes no one when it becomes due, so it starts at most this late."""
 STOP_TIMEOUT = 30.0
 """Seconds a stopping worker waits for its running jobs before it cancels them."""
 
@@ -68,6 +71,7 @@ class Entrypoint:
 
 ENTRYPOINTS: dict[str, Entrypoint] = {
     IMPORT_PART: Entrypoint(import_jobs.run_part, retries=import_jobs.PART_RETRIES),
+    WEBHOOK_DELIVERY: Entrypoint(webhook_delivery.deliver, retries=1),
 }
 """Every kind of job a worker runs, by queue entrypoint name."""
 
@@ -145,7 +149,7 @@ class Worker:
                 return
             timeout = timedelta(seconds=self.resources.settings.job_heartbeat_timeout)
             await self._manager.run(
-                dequeue_timeout=timedelta(seconds=10),
+                dequeue_timeout=timedelta(seconds=POLL_SECONDS),
                 batch_size=1,
                 heartbeat_timeout=timeout,
                 log_aggregation_interval=timedelta(seconds=60),

@@ -28,6 +28,8 @@ TABLES = (
     "import_jobs",
     "import_job_parts",
     "import_job_errors",
+    "webhook_endpoints",
+    "webhook_deliveries",
     "pgqueuer",
     "pgqueuer_log",
     "pgqueuer_statistics",

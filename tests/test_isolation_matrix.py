@@ -73,6 +73,13 @@ ADMIN_ONLY_OPERATIONS = {
     "datasets-create",
     "datasets-update",
     "datasets-delete",
+    "webhooks-list",
+    "webhooks-create",
+    "webhooks-get",
+    "webhooks-update",
+    "webhooks-replace-secret",
+    "webhooks-delete",
+    "webhooks-deliveries",
 }
 
 
@@ -227,6 +234,11 @@ VALID_BODIES: dict[str, BodyBuilder] = {
         files={"file": ("rows.csv", f"image_url\n{victim.spare_image_url}\n".encode())},
         data={"column_mapping": '{"image_url": "image_url"}'},
     ),
+    "webhooks-create": lambda victim: {
+        "url": victim.spare_image_url,
+        "events": ["row.deleted"],
+    },
+    "webhooks-update": lambda victim: {"events": ["row.reviewed"]},
     "imports-create": lambda victim: Multipart(
         files={"file": ("rows.csv", f"image_url\n{victim.spare_image_url}\n".encode())},
         data={"column_mapping": '{"image_url": "image_url"}'},
@@ -357,14 +369,20 @@ async def submit_import(http: AsyncClient, admin: Account, dataset_id: str, url:
 
 @pytest.fixture
 async def victim(http: AsyncClient, image_url: ImageUrl) -> Victim:
-    """A team with an admin, another user, two schemas, a dataset on one of them, a row and a
-    queued background import."""
+    """A team with an admin, another user, two schemas, a dataset on one of them, a row, a
+    queued background import and a webhook endpoint."""
     admin = await setup_instance(http, team_name="Victim Team")
     target = await add_member(http, admin, "user", activate=False)
     schema = await create_schema(http, admin)
     dataset = await create_dataset(http, admin, (await create_schema(http, admin))["id"])
     row_id = await create_row(http, admin, dataset["id"], image_url())
     job_id = await submit_import(http, admin, dataset["id"], image_url())
+    webhook = await http.post(
+        "/api/v1/webhooks",
+        json={"url": image_url(), "events": ["row.deleted"]},
+        headers=admin.headers,
+    )
+    assert webhook.status_code == 201, webhook.text
     return Victim(
         admin=admin,
         path_ids={
@@ -373,6 +391,7 @@ async def victim(http: AsyncClient, image_url: ImageUrl) -> Victim:
             "dataset_id": dataset["id"],
             "row_id": row_id,
             "job_id": job_id,
+            "webhook_id": webhook.json()["id"],
         },
         spare_image_url=image_url(),
     )

@@ -6,6 +6,7 @@ from app.models.row import DatasetRow
 from app.models.schema import Schema, SchemaField
 from app.models.team import Team
 from app.models.user import LoginFailure, User
+from app.models.webhook import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "Dataset",
@@ -18,4 +19,6 @@ __all__ = [
     "SchemaField",
     "Team",
     "User",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]

@@ -12,6 +12,7 @@ from app.common.pagination import Page, PageParams
 from app.models.base import changes_of, utcnow
 from app.models.dataset import NAME_UNIQUE_KEY, Dataset, DatasetCreate, DatasetUpdate
 from app.models.user import User
+from app.services import webhook_events
 from app.services.schema_service import get_schema_row
 from app.services.team_scope import get_owned, page_owned
 
@@ -98,7 +99,14 @@ async def update_dataset(
 async def delete_dataset(
     session: AsyncSession, *, team_id: uuid.UUID, dataset_id: uuid.UUID
 ) -> None:
-    """Delete a dataset and all its rows."""
+    """Delete a dataset and all its rows (the rows raise no `row.deleted`; the dataset raises
+    `dataset.deleted`)."""
     dataset = await get_dataset(session, team_id=team_id, dataset_id=dataset_id, lock=True)
+    await webhook_events.emit(
+        session,
+        team_id=team_id,
+        event="dataset.deleted",
+        data={"dataset_id": dataset.id, "name": dataset.name},
+    )
     await session.delete(dataset)
     await session.commit()

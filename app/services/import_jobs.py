@@ -43,7 +43,7 @@ from app.models.base import utcnow
 from app.models.import_job import ImportJob, ImportJobError, ImportJobPart
 from app.models.row import FileFormat
 from app.models.user import User
-from app.services import dataset_service
+from app.services import dataset_service, webhook_events
 from app.services.image_fetch import ImageFetcher
 from app.services.import_parts import FilePart, part_lines, split_file
 from app.services.import_service import (
@@ -56,7 +56,7 @@ from app.services.import_service import (
 )
 from app.services.job_queue import IMPORT_PART, enqueue
 from app.services.row_service import field_rules
-from app.services.team_scope import get_owned
+from app.services.team_scope import get_owned, page_where
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,16 @@ PART_RETRIES = 3
 job is marked failed."""
 MAX_ACTIVE_PER_TEAM = 20
 """Imports a team may have queued or running at once; more is 429."""
+FINISHED_FIELDS = (
+    "state",
+    "error",
+    "total",
+    "processed",
+    "imported",
+    "skipped_duplicates",
+    "skipped_invalid",
+)
+"""What `import.finished` tells about the job, besides its id and dataset."""
 UNEXPECTED = "an unexpected error stopped the import (the server log has the details)"
 ACTIVE_SLOT = b"aitrace-jobs"
 PART_LOCK = b"aitrace-part"
@@ -187,6 +197,8 @@ async def submit(
     if not parts:
         job.state, job.started_at, job.finished_at = "done", utcnow(), utcnow()
     await session.flush()
+    if not parts:
+        await _announce_end(session, job.id)
     await enqueue(
         session,
         IMPORT_PART,
@@ -241,18 +253,13 @@ async def list_jobs(
         NotFoundException: when the dataset is not in the caller's team.
     """
     await dataset_service.get_dataset(session, team_id=team_id, dataset_id=dataset_id)
-    scope = (col(ImportJob.dataset_id) == dataset_id, col(ImportJob.team_id) == team_id)
-    total = (await session.exec(select(func.count()).select_from(ImportJob).where(*scope))).one()
-    jobs = (
-        await session.exec(
-            select(ImportJob)
-            .where(*scope)
-            .order_by(col(ImportJob.created_at).desc(), col(ImportJob.id).desc())
-            .offset(params.offset)
-            .limit(params.page_size)
-        )
-    ).all()
-    return list(jobs), total
+    return await page_where(
+        session,
+        ImportJob,
+        where=(col(ImportJob.dataset_id) == dataset_id, col(ImportJob.team_id) == team_id),
+        order_by=(col(ImportJob.created_at).desc(), col(ImportJob.id).desc()),
+        params=params,
+    )
 
 
 async def list_errors(
@@ -307,7 +314,25 @@ async def _stop(
     ).first()
     if stopped is not None:
         await session.exec(_DROP_FILE.bindparams(job_id=job_id))  # type: ignore[call-overload]
+        await _announce_end(session, job_id)
     return stopped is not None
+
+
+async def _announce_end(session: AsyncSession, job_id: uuid.UUID) -> None:
+    """Raise `import.finished` for a job that has just ended, in the transaction that ends it."""
+    job = await session.get(ImportJob, job_id, populate_existing=True)
+    if job is None:
+        return
+    await webhook_events.emit(
+        session,
+        team_id=job.team_id,
+        event="import.finished",
+        data={
+            "job_id": job.id,
+            "dataset_id": job.dataset_id,
+            **{key: getattr(job, key) for key in FINISHED_FIELDS},
+        },
+    )
 
 
 @dataclass
@@ -351,6 +376,7 @@ class _PartProgress:
             ).one()[0]
             if state == "done":
                 await session.exec(_DROP_FILE.bindparams(job_id=self.job_id))  # type: ignore[call-overload]
+                await _announce_end(session, self.job_id)
                 logger.info("Import job %s done", self.job_id)
 
 

@@ -12,8 +12,9 @@ dataset is refused with `409 DUPLICATE` whose detail names the row holding it (`
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from sqlalchemy import delete, text, update
 from sqlalchemy.exc import IntegrityError
@@ -34,7 +35,7 @@ from app.models.row import (
     RowUpdate,
 )
 from app.models.user import User
-from app.services import dataset_service, schema_service
+from app.services import dataset_service, schema_service, webhook_events
 from app.services.image_fetch import ImageFetcher, normalize_url
 from app.services.row_values import by_field_id, computed_status, validate_data
 
@@ -125,8 +126,16 @@ async def _row_holding_image(
     return (await session.exec(query)).first()
 
 
-async def _save(session: AsyncSession, row: DatasetRow, *, team_id: uuid.UUID) -> None:
+async def _save(
+    session: AsyncSession,
+    row: DatasetRow,
+    *,
+    team_id: uuid.UUID,
+    before_commit: Callable[[], Awaitable[None]] | None = None,
+) -> None:
     """Commit `row`; an image already in the dataset becomes a 409 naming the row holding it.
+
+    `before_commit` runs once the row is written, in its transaction (events about it).
 
     The unique index on (dataset, image hash) decides, so of concurrent writers of one image
     exactly one wins: the index makes the others wait for the winner's commit, then fail, and
@@ -139,6 +148,9 @@ async def _save(session: AsyncSession, row: DatasetRow, *, team_id: uuid.UUID) -
     dataset_id, image_hash = row.dataset_id, row.image_hash
     try:
         session.add(row)
+        await session.flush()
+        if before_commit is not None:
+            await before_commit()
         await session.commit()
     except IntegrityError as error:
         await session.rollback()
@@ -236,6 +248,7 @@ async def update_row(
         image = await fetcher.fetch(new_url)
     rules = await field_rules(session, dataset, lock_schema=True)
     row = await _row_record(session, dataset_id=dataset.id, row_id=row_id, lock=True)
+    was_reviewed = row.status == "reviewed"
     if image is not None:
         row.image_url, row.image_hash = image.url, image.md5
     if data.data is not None:
@@ -246,7 +259,15 @@ async def update_row(
         row.status = data.status
     row.updated_by, row.updated_at = user.id, utcnow()
     row.claimed_by = row.claim_expires_at = None
-    await _save(session, row, team_id=user.team_id)
+    reviewed = [row.id] if row.status == "reviewed" and not was_reviewed else []
+    await _save(
+        session,
+        row,
+        team_id=user.team_id,
+        before_commit=functools.partial(
+            _emit_reviewed, session, user=user, dataset_id=dataset.id, row_ids=reviewed
+        ),
+    )
     return await get_row(session, team_id=user.team_id, dataset_id=dataset.id, row_id=row_id)
 
 
@@ -275,9 +296,15 @@ async def _delete_rows(
         .where(col(DatasetRow.dataset_id) == dataset.id, col(DatasetRow.id).in_(wanted))
         .returning(col(DatasetRow.id))
     )
-    deleted = (await session.exec(statement)).all()
+    deleted = (await session.exec(statement)).scalars().all()
     if len(deleted) != len(wanted):
         raise NotFoundException(_missing_message(len(wanted)))
+    await webhook_events.emit_many(
+        session,
+        team_id=team_id,
+        event="row.deleted",
+        items=[{"dataset_id": dataset.id, "row_id": row_id} for row_id in deleted],
+    )
     await session.commit()
 
 
@@ -322,6 +349,19 @@ async def bulk_update_status(
     wanted = set(row_ids)
     if not wanted:
         return
+    newly_reviewed: Sequence[uuid.UUID] = []
+    if status == "reviewed":
+        newly_reviewed = (
+            await session.exec(
+                select(DatasetRow.id)
+                .where(
+                    col(DatasetRow.dataset_id) == dataset.id,
+                    col(DatasetRow.id).in_(wanted),
+                    col(DatasetRow.status) != "reviewed",
+                )
+                .with_for_update()
+            )
+        ).all()
     statement = (
         update(DatasetRow)
         .where(col(DatasetRow.dataset_id) == dataset.id, col(DatasetRow.id).in_(wanted))
@@ -337,4 +377,20 @@ async def bulk_update_status(
     changed = (await session.exec(statement)).all()
     if len(changed) != len(wanted):
         raise NotFoundException(_missing_message(len(wanted)))
+    await _emit_reviewed(session, user=user, dataset_id=dataset.id, row_ids=newly_reviewed)
     await session.commit()
+
+
+async def _emit_reviewed(
+    session: AsyncSession, *, user: User, dataset_id: uuid.UUID, row_ids: Sequence[uuid.UUID]
+) -> None:
+    """`row.reviewed` for each row whose status has just become `reviewed`."""
+    await webhook_events.emit_many(
+        session,
+        team_id=user.team_id,
+        event="row.reviewed",
+        items=[
+            {"dataset_id": dataset_id, "row_id": row_id, "reviewed_by": user.id}
+            for row_id in row_ids
+        ],
+    )

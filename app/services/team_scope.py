@@ -58,6 +58,33 @@ async def get_owned(
     return record
 
 
+async def page_where(
+    session: AsyncSession,
+    model: type[ModelT],
+    *,
+    where: Sequence[Any],
+    order_by: tuple[Any, ...],
+    params: PageParams,
+    options: Sequence[ExecutableOption] = (),
+) -> tuple[list[ModelT], int]:
+    """One page of the records of `model` matching every condition of `where`, in the given
+    order (ties must be broken by id), and their total count: two statements whatever the page
+    holds, plus one per relationship that `options` load with `selectinload`.
+    """
+    total = (await session.exec(select(func.count()).select_from(model).where(*where))).one()
+    records = (
+        await session.exec(
+            select(model)
+            .options(*options)
+            .where(*where)
+            .order_by(*order_by)
+            .offset(params.offset)
+            .limit(params.page_size)
+        )
+    ).all()
+    return list(records), total
+
+
 async def page_owned(
     session: AsyncSession,
     model: type[ModelT],
@@ -67,24 +94,13 @@ async def page_owned(
     params: PageParams,
     options: Sequence[ExecutableOption] = (),
 ) -> tuple[list[ModelT], int]:
-    """One page of the team's records in the given order (ties must be broken by id), and the
-    total count: two statements whatever the page holds, plus one per relationship that
-    `options` load with `selectinload`.
-    """
+    """One page of the team's records (see `page_where`)."""
     columns = cast(TeamOwned, model)
-    total = (
-        await session.exec(
-            select(func.count()).select_from(model).where(columns.team_id == team_id)
-        )
-    ).one()
-    records = (
-        await session.exec(
-            select(model)
-            .options(*options)
-            .where(columns.team_id == team_id)
-            .order_by(*order_by)
-            .offset(params.offset)
-            .limit(params.page_size)
-        )
-    ).all()
-    return list(records), total
+    return await page_where(
+        session,
+        model,
+        where=(columns.team_id == team_id,),
+        order_by=order_by,
+        params=params,
+        options=options,
+    )

@@ -181,8 +181,13 @@ class ImageFetcher:
             raise invalid("redirect to an invalid URL") from None
         return check_url(joined)
 
-    async def _addresses(self, target: CheckedUrl) -> list[IPAddress]:
-        """Resolve the target once and check every address it may be reached at."""
+    async def checked_addresses(self, target: CheckedUrl) -> list[IPAddress]:
+        """Resolve the target once and check every address it may be reached at.
+
+        Raises:
+            ValidationException: when the host cannot be resolved, or (unless private
+                addresses are allowed) any of its addresses is not public.
+        """
         try:
             addresses: list[IPAddress] = [ipaddress.ip_address(target.host)]
         except ValueError:
@@ -205,7 +210,7 @@ class ImageFetcher:
         Returns:
             The image's hash and size, or the `Location` of a redirect still to be checked.
         """
-        addresses = await self._addresses(target)
+        addresses = await self.checked_addresses(target)
         with pinned_addresses(target.host, target.port, addresses):
             try:
                 async with self._client.get(
@@ -215,6 +220,38 @@ class ImageFetcher:
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
                 logger.info("Could not connect to image host of %s", redact_url(target.url))
                 raise invalid("could not connect to the server") from None
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        """POST `body` to `url` under the same rules as an image download, for webhooks: the
+        URL is checked, its host resolved once and every address checked and pinned; no
+        redirect is followed (a redirect is an answer like any other); the answer's body is
+        discarded.
+
+        Returns:
+            The HTTP status of the answer.
+
+        Raises:
+            ValidationException: for a refused URL or address, a failed connection or
+                a timeout (`timeout` seconds), with the reason as message.
+        """
+        target = check_url(url)
+        addresses = await self.checked_addresses(target)
+        try:
+            with pinned_addresses(target.host, target.port, addresses):
+                async with self._client.post(
+                    target.url,
+                    data=body,
+                    headers={"Accept": "*/*", **headers},
+                    allow_redirects=False,
+                    timeout=self._request_timeout,
+                ) as response:
+                    return response.status
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
+            raise invalid("could not connect to the server") from None
+        except TimeoutError:
+            raise invalid("no answer in time") from None
+        except aiohttp.ClientError as error:
+            raise invalid(f"the request failed ({type(error).__name__})") from None
 
     async def _answer(self, response: aiohttp.ClientResponse, target: CheckedUrl) -> _Body | str:
         """Turn a response into a redirect location, an image, or a refusal."""

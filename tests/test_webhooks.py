@@ -113,6 +113,16 @@ async def deliveries(client: AsyncClient, catalog: Catalog, hook_id: str) -> lis
     return items
 
 
+async def settled(client: AsyncClient, catalog: Catalog, hook_id: str) -> dict[str, Any]:
+    """The endpoint's one delivery, once it is no longer pending (at most 5 s)."""
+    for _ in range(100):
+        [logged] = await deliveries(client, catalog, hook_id)
+        if logged["state"] != "pending":
+            break
+        await asyncio.sleep(0.05)
+    return logged
+
+
 async def test_endpoints_are_managed_by_admins_and_the_secret_shown_once(
     client: AsyncClient, catalog: Catalog, receiver: Receiver
 ) -> None:
@@ -225,11 +235,7 @@ async def test_a_failed_attempt_is_retried_with_the_same_id(
     )
     for item in (first, second, third):
         verify(hook["secret"], item)
-    for _ in range(40):
-        [logged] = await deliveries(client, catalog, hook["id"])
-        if logged["state"] != "pending":
-            break
-        await asyncio.sleep(0.05)
+    logged = await settled(client, catalog, hook["id"])
     assert (logged["state"], logged["attempts"], logged["last_status"]) == ("delivered", 3, 200)
 
 
@@ -247,11 +253,7 @@ async def test_a_delivery_that_never_lands_ends_failed(
     row = await create_row(client, catalog, image_url())
     await client.delete(f"{catalog.rows_path}/{row['id']}", headers=catalog.member.headers)
     await receiver.wait_for(3)
-    for _ in range(60):
-        [logged] = await deliveries(client, catalog, hook["id"])
-        if logged["state"] != "pending":
-            break
-        await asyncio.sleep(0.05)
+    logged = await settled(client, catalog, hook["id"])
     assert (logged["state"], logged["attempts"], logged["last_status"]) == ("failed", 3, 500)
     assert logged["last_error"] == "the endpoint answered HTTP 500"
     await asyncio.sleep(0.5)

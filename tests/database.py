@@ -19,6 +19,7 @@ from app.common.settings import normalize_database_url
 
 TABLES = (
     "dataset_rows",
+    "row_history",
     "datasets",
     "schema_fields",
     "schemas",

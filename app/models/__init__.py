@@ -3,6 +3,7 @@
 from app.models.dataset import Dataset
 from app.models.import_job import ImportJob, ImportJobError, ImportJobPart
 from app.models.row import DatasetRow
+from app.models.row_history import RowHistory
 from app.models.schema import Schema, SchemaField
 from app.models.team import Team
 from app.models.user import LoginFailure, User
@@ -15,6 +16,7 @@ __all__ = [
     "ImportJobError",
     "ImportJobPart",
     "LoginFailure",
+    "RowHistory",
     "Schema",
     "SchemaField",
     "Team",

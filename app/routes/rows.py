@@ -15,7 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.common.exceptions import ErrorResponse
 from app.common.guarded_stream import GuardedStreamingResponse
 from app.common.openapi import error_responses
-from app.common.pagination import CursorPage
+from app.common.pagination import CursorPage, Page, PageDep
 from app.common.settings import Settings
 from app.models.row import (
     BulkRowIds,
@@ -37,6 +37,7 @@ from app.models.row import (
     RowStatus,
     RowUpdate,
 )
+from app.models.row_history import RowHistoryEntry, RowHistoryPage
 from app.models.user import User
 from app.routes.deps import (
     CurrentUser,
@@ -54,6 +55,7 @@ from app.services import (
     export_slots,
     import_service,
     review_service,
+    row_history,
     row_listing,
     row_output,
     row_service,
@@ -233,9 +235,7 @@ async def bulk_delete(
 ) -> Response:
     """Delete up to 1000 rows; any id not in this dataset is 404 and nothing is deleted."""
     row_ids = data.row_ids if isinstance(data, BulkRowIds) else data
-    await row_service.bulk_delete(
-        session, team_id=user.team_id, dataset_id=dataset_id, row_ids=row_ids
-    )
+    await row_service.bulk_delete(session, user=user, dataset_id=dataset_id, row_ids=row_ids)
     return Response(status_code=204)
 
 
@@ -478,6 +478,10 @@ async def export_rows(
         bool,
         Query(description="CSV only: a ' before text cells starting with = + - @ tab or CR"),
     ] = True,
+    include_history: Annotated[
+        bool,
+        Query(description="JSONL only: each row with its `history` (see rows-history)"),
+    ] = False,
 ) -> StreamingResponse:
     """Download the dataset's rows as a streamed file, oldest first.
 
@@ -496,6 +500,10 @@ async def export_rows(
     `status` and timestamps are never prefixed, so that a negative number such as `-5` stays a
     number. `formula_safe=false` writes every cell as stored; JSONL is never changed.
 
+    With `include_history=true` (JSONL only, else 400) each line also has `history`: the
+    row's entries oldest first, each `{action, changed_at, changed_by_email, changes}` with
+    fields named as in `data`.
+
     Each user may run `EXPORT_MAX_CONCURRENT_PER_USER` exports at once (default 2), counted
     across every server process sharing the database; one more answers `429 RATE_LIMITED` with
     `Retry-After`. Exports stream on a separate pool of `EXPORT_POOL_SIZE` connections (default
@@ -511,6 +519,7 @@ async def export_rows(
         only_reviewed=only_reviewed,
         fmt=format,
         formula_safe=formula_safe,
+        include_history=include_history,
     )
     await session.close()  # The request's connection is not held while the body streams.
     lease = await export_slots.lease_export_connection(
@@ -524,6 +533,31 @@ async def export_rows(
         on_close=lease.release,
         media_type=export_service.MEDIA_TYPES[format],
         headers={"Content-Disposition": export_service.content_disposition(plan.filename)},
+    )
+
+
+@router.get(
+    "/{row_id}/history",
+    operation_id="rows-history",
+    response_model=RowHistoryPage,
+    responses=READ_ERRORS,
+)
+async def row_history_page(
+    dataset_id: uuid.UUID,
+    row_id: uuid.UUID,
+    user: CurrentUser,
+    session: SessionDep,
+    params: PageDep,
+) -> Page[RowHistoryEntry]:
+    """A page of the row's history, newest first: its creation, every change of its values,
+    status or image (a review lease alone is not a change), and its deletion, each with who
+    and when. `changes` holds the whole row for `create` and `delete`, and each changed key as
+    `[old, new]` for `update` (`data` by field id). Entries are written in the same transaction
+    as the change, by the database, whatever made it (the API, an import, a bulk change, a
+    field removed from the schema). A deleted row's history stays readable; deleting the
+    dataset removes it."""
+    return await row_history.row_history(
+        session, team_id=user.team_id, dataset_id=dataset_id, row_id=row_id, params=params
     )
 
 
@@ -651,7 +685,5 @@ async def delete_row(
     dataset_id: uuid.UUID, row_id: uuid.UUID, user: CurrentUser, session: SessionDep
 ) -> Response:
     """Delete one row."""
-    await row_service.delete_row(
-        session, team_id=user.team_id, dataset_id=dataset_id, row_id=row_id
-    )
+    await row_service.delete_row(session, user=user, dataset_id=dataset_id, row_id=row_id)
     return Response(status_code=204)

@@ -12,7 +12,7 @@ from app.common.pagination import Page, PageParams
 from app.models.base import changes_of, utcnow
 from app.models.dataset import NAME_UNIQUE_KEY, Dataset, DatasetCreate, DatasetUpdate
 from app.models.user import User
-from app.services import webhook_events
+from app.services import row_actor, webhook_events
 from app.services.schema_service import get_schema_row
 from app.services.team_scope import get_owned, page_owned
 
@@ -108,5 +108,6 @@ async def delete_dataset(
         event="dataset.deleted",
         data={"dataset_id": dataset.id, "name": dataset.name},
     )
+    await row_actor.skip_history(session)
     await session.delete(dataset)
     await session.commit()

@@ -32,6 +32,7 @@ from urllib.parse import quote
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.common.exceptions import ValidationException
 from app.models.row import ExportFormat
 from app.models.schema import SchemaField
 from app.services import dataset_service, schema_service
@@ -69,6 +70,7 @@ class ExportPlan:
     only_reviewed: bool
     format: ExportFormat
     formula_safe: bool = True
+    include_history: bool = False
 
     @property
     def filename(self) -> str:
@@ -83,15 +85,23 @@ async def plan_export(
     only_reviewed: bool,
     fmt: ExportFormat,
     formula_safe: bool = True,
+    include_history: bool = False,
 ) -> ExportPlan:
     """Check access and read what the export needs, before the body starts streaming.
 
     Raises:
         NotFoundException: when the dataset is not in the caller's team.
+        ValidationException: for `include_history` with CSV (a history does not fit a cell).
     """
+    if include_history and fmt != "jsonl":
+        raise ValidationException.for_field(
+            "query.include_history", "only with format jsonl (a history does not fit a CSV cell)"
+        )
     dataset = await dataset_service.get_dataset(session, team_id=team_id, dataset_id=dataset_id)
     fields = await schema_service.get_fields(session, schema_id=dataset.schema_id)
-    return ExportPlan(dataset.id, dataset.name, fields, only_reviewed, fmt, formula_safe)
+    return ExportPlan(
+        dataset.id, dataset.name, fields, only_reviewed, fmt, formula_safe, include_history
+    )
 
 
 def content_disposition(filename: str) -> str:
@@ -170,6 +180,15 @@ def _csv_copy(plan: ExportPlan) -> CopySpec:
     return CopySpec(_select(plan, columns), [plan.dataset_id, *(str(f.id) for f in plan.fields)])
 
 
+HISTORY_JSON = """coalesce((SELECT jsonb_agg(jsonb_build_object(
+        'action', h.action, 'changed_at', h.changed_at, 'changed_by_email', hu.email,
+        'changes', h.changes) ORDER BY h.id)
+      FROM row_history h LEFT JOIN users hu ON hu.id = h.changed_by
+     WHERE h.dataset_id = r.dataset_id AND h.row_id = r.id)::text, '[]')"""
+"""A row's history as a JSON array, oldest first (`changes` with field ids, replaced by names
+like `data`)."""
+
+
 def _jsonl_copy(plan: ExportPlan) -> CopySpec:
     """One JSON object per row, assembled by PostgreSQL as text.
 
@@ -181,16 +200,23 @@ def _jsonl_copy(plan: ExportPlan) -> CopySpec:
     control character, so neither can occur), whereas its text mode would double backslashes.
     """
     args: list[Any] = [plan.dataset_id]
-    data = "r.data::text"
     for item in plan.fields:
         args += [f'"{item.id}": ', json.dumps(item.name, ensure_ascii=False) + ": "]
-        data = f"replace({data}, ${len(args) - 1}, ${len(args)})"
+
+    def keyed_by_name(json_text: str) -> str:
+        for index in range(2, len(args), 2):
+            json_text = f"replace({json_text}, ${index}, ${index + 1})"
+        return json_text
+
+    history = (
+        f", \"history\": ' || {keyed_by_name(HISTORY_JSON)} || '" if plan.include_history else ""
+    )
     line = f"""'{{"id": "' || r.id || '", "image_url": ' || to_json(r.image_url)
         || ', "image_hash": "' || r.image_hash || '", "status": "' || r.status
-        || '", "data": ' || {data}
+        || '", "data": ' || {keyed_by_name("r.data::text")}
         || ', "created_at": ' || to_json(r.created_at) || ', "updated_at": ' || to_json(r.updated_at)
         || ', "created_by_email": ' || coalesce(to_json(c.email)::text, 'null')
-        || ', "updated_by_email": ' || coalesce(to_json(u.email)::text, 'null') || '}}'"""
+        || ', "updated_by_email": ' || coalesce(to_json(u.email)::text, 'null') || '{history}}}'"""
     return CopySpec(_select(plan, line), args, delimiter="\x02", quote="\x01")
 
 

@@ -35,7 +35,7 @@ from app.models.row import (
     RowUpdate,
 )
 from app.models.user import User
-from app.services import dataset_service, schema_service, webhook_events
+from app.services import dataset_service, row_actor, schema_service, webhook_events
 from app.services.image_fetch import ImageFetcher, normalize_url
 from app.services.row_values import by_field_id, computed_status, validate_data
 
@@ -272,24 +272,27 @@ async def update_row(
 
 
 async def delete_row(
-    session: AsyncSession, *, team_id: uuid.UUID, dataset_id: uuid.UUID, row_id: uuid.UUID
+    session: AsyncSession, *, user: User, dataset_id: uuid.UUID, row_id: uuid.UUID
 ) -> None:
     """Delete one row of the dataset.
 
     Raises:
         NotFoundException: when the row is not in this dataset of the caller's team.
     """
-    await _delete_rows(session, team_id=team_id, dataset_id=dataset_id, row_ids=[row_id])
+    await _delete_rows(session, user=user, dataset_id=dataset_id, row_ids=[row_id])
 
 
 async def _delete_rows(
     session: AsyncSession,
     *,
-    team_id: uuid.UUID,
+    user: User,
     dataset_id: uuid.UUID,
     row_ids: Sequence[uuid.UUID],
 ) -> None:
+    """Delete the rows (all of them or none), recording `user` as who deleted them."""
+    team_id = user.team_id
     dataset = await dataset_service.get_dataset(session, team_id=team_id, dataset_id=dataset_id)
+    await row_actor.name_actor(session, user.id)
     wanted = set(row_ids)
     statement = (
         delete(DatasetRow)
@@ -315,7 +318,7 @@ def _missing_message(count: int) -> str:
 async def bulk_delete(
     session: AsyncSession,
     *,
-    team_id: uuid.UUID,
+    user: User,
     dataset_id: uuid.UUID,
     row_ids: Sequence[uuid.UUID],
 ) -> None:
@@ -325,9 +328,9 @@ async def bulk_delete(
         NotFoundException: when any id is not a row of this dataset (nothing is deleted).
     """
     if row_ids:
-        await _delete_rows(session, team_id=team_id, dataset_id=dataset_id, row_ids=row_ids)
+        await _delete_rows(session, user=user, dataset_id=dataset_id, row_ids=row_ids)
     else:
-        await dataset_service.get_dataset(session, team_id=team_id, dataset_id=dataset_id)
+        await dataset_service.get_dataset(session, team_id=user.team_id, dataset_id=dataset_id)
 
 
 async def bulk_update_status(

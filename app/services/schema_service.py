@@ -37,6 +37,7 @@ from app.models.schema import (
     field_order,
 )
 from app.models.user import User
+from app.services import row_actor
 from app.services.team_scope import get_owned, page_owned
 
 DEFAULT_SCHEMA_NAME = "Boolean Template"
@@ -298,11 +299,17 @@ async def _field_holds_values(
 
 
 async def _remove_values(
-    session: AsyncSession, *, schema_id: uuid.UUID, field_ids: Sequence[uuid.UUID]
+    session: AsyncSession,
+    *,
+    schema_id: uuid.UUID,
+    field_ids: Sequence[uuid.UUID],
+    actor: uuid.UUID,
 ) -> None:
-    """Delete the values of removed fields from every row of every dataset on the schema."""
+    """Delete the values of removed fields from every row of every dataset on the schema;
+    the rows' history names `actor` as who removed them."""
     if not field_ids:
         return
+    await row_actor.name_actor(session, actor)
     statement = text("""UPDATE dataset_rows SET data = data - CAST(:keys AS text[])
             WHERE dataset_id IN (SELECT id FROM datasets WHERE schema_id = :schema_id)
               AND data ?| CAST(:keys AS text[])""").bindparams(bindparam("keys", type_=ARRAY(TEXT)))
@@ -312,7 +319,7 @@ async def _remove_values(
 
 
 async def _replace_fields(
-    session: AsyncSession, schema: Schema, entries: Sequence[FieldUpdate]
+    session: AsyncSession, schema: Schema, entries: Sequence[FieldUpdate], *, actor: uuid.UUID
 ) -> None:
     """Apply a complete new field list, keeping the ids of matched fields.
 
@@ -342,7 +349,7 @@ async def _replace_fields(
         kept.append(match)
     kept_ids = {item.id for item in kept}
     removed = [item.id for item in existing if item.id not in kept_ids]
-    await _remove_values(session, schema_id=schema.id, field_ids=removed)
+    await _remove_values(session, schema_id=schema.id, field_ids=removed, actor=actor)
     if removed:
         await session.exec(delete(SchemaField).where(col(SchemaField.id).in_(removed)))
     session.add_all(kept)
@@ -374,7 +381,7 @@ async def update_schema(
     schema.sqlmodel_update(changes_of(data, kept_when_null={"name"}, exclude={"fields"}))
     async with duplicates_as_errors(session, NAME_TAKEN):
         if data.fields is not None:
-            await _replace_fields(session, schema, data.fields)
+            await _replace_fields(session, schema, data.fields, actor=user.id)
         schema.updated_by, schema.updated_at = user.id, utcnow()
         session.add(schema)
         updated = await get_schema(session, team_id=user.team_id, schema_id=schema.id)

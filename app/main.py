@@ -22,6 +22,7 @@ from app.common.migrations import ensure_at_head, upgrade_to_head
 from app.common.openapi import error_responses, install_openapi
 from app.common.settings import ConfigurationError, Settings, get_settings
 from app.routes import (
+    api_keys,
     auth,
     datasets,
     health,
@@ -138,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
         )
     app.include_router(health.router, prefix=API_PREFIX)
-    for module in (setup, auth, team, users, schemas, datasets, rows, imports, webhooks):
+    routers = (setup, auth, api_keys, team, users, schemas, datasets, rows, imports, webhooks)
+    for module in routers:
         app.include_router(module.router, prefix=API_PREFIX, responses=error_responses(503))
     return app

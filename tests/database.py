@@ -24,6 +24,7 @@ TABLES = (
     "schema_fields",
     "schemas",
     "login_failures",
+    "api_keys",
     "users",
     "teams",
     "import_jobs",

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -234,6 +234,7 @@ VALID_BODIES: dict[str, BodyBuilder] = {
         files={"file": ("rows.csv", f"image_url\n{victim.spare_image_url}\n".encode())},
         data={"column_mapping": '{"image_url": "image_url"}'},
     ),
+    "api-keys-create": lambda victim: {"name": "intruder", "scopes": ["read"]},
     "webhooks-create": lambda victim: {
         "url": victim.spare_image_url,
         "events": ["row.deleted"],
@@ -370,7 +371,7 @@ async def submit_import(http: AsyncClient, admin: Account, dataset_id: str, url:
 @pytest.fixture
 async def victim(http: AsyncClient, image_url: ImageUrl) -> Victim:
     """A team with an admin, another user, two schemas, a dataset on one of them, a row, a
-    queued background import and a webhook endpoint."""
+    queued background import, a webhook endpoint and an API key of the admin."""
     admin = await setup_instance(http, team_name="Victim Team")
     target = await add_member(http, admin, "user", activate=False)
     schema = await create_schema(http, admin)
@@ -383,6 +384,10 @@ async def victim(http: AsyncClient, image_url: ImageUrl) -> Victim:
         headers=admin.headers,
     )
     assert webhook.status_code == 201, webhook.text
+    key = await http.post(
+        "/api/v1/api-keys", json={"name": "script", "scopes": ["read"]}, headers=admin.headers
+    )
+    assert key.status_code == 201, key.text
     return Victim(
         admin=admin,
         path_ids={
@@ -392,6 +397,7 @@ async def victim(http: AsyncClient, image_url: ImageUrl) -> Victim:
             "row_id": row_id,
             "job_id": job_id,
             "webhook_id": webhook.json()["id"],
+            "key_id": key.json()["id"],
         },
         spare_image_url=image_url(),
     )
@@ -452,3 +458,50 @@ async def test_control_victims_admin_is_allowed_the_same_request(
     """The refused requests above are valid ones: the team's own admin gets a 2xx for them."""
     response = await send(http, endpoint, victim, victim.admin)
     assert response.is_success, describe(response)
+
+
+async def admin_key(
+    http: AsyncClient, victim: Victim, scope: str, *, revoked: bool = False
+) -> Account:
+    """An API key of the victim's admin, as a caller; used once, so that its `last_used_at` is
+    not due for an update during the test."""
+    response = await http.post(
+        "/api/v1/api-keys", json={"name": scope, "scopes": [scope]}, headers=victim.admin.headers
+    )
+    assert response.status_code == 201, response.text
+    key = response.json()
+    caller = replace(victim.admin, token=key["key"])
+    assert (await http.get("/api/v1/auth/me", headers=caller.headers)).status_code == 200
+    if revoked:
+        await http.delete(f"/api/v1/api-keys/{key['id']}", headers=victim.admin.headers)
+    return caller
+
+
+@pytest.mark.parametrize("endpoint", PROTECTED)
+async def test_revoked_api_key_is_401(
+    signup_app: FastAPI, http: AsyncClient, victim: Victim, endpoint: Endpoint
+) -> None:
+    """A revoked key of the team's own admin is refused everywhere and changes nothing."""
+    caller = await admin_key(http, victim, "admin", revoked=True)
+    await assert_refused(signup_app, http, endpoint, victim, caller, 401, "UNAUTHORIZED")
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    cases(lambda endpoint: endpoint.protected and endpoint.method not in ("GET", "HEAD")),
+)
+async def test_read_only_api_key_cannot_write(
+    signup_app: FastAPI, http: AsyncClient, victim: Victim, endpoint: Endpoint
+) -> None:
+    """A `read` key of the team's own admin is 403 on every write and changes nothing."""
+    caller = await admin_key(http, victim, "read")
+    await assert_refused(signup_app, http, endpoint, victim, caller, 403, "FORBIDDEN")
+
+
+@pytest.mark.parametrize("endpoint", ADMIN_ONLY)
+async def test_api_key_without_admin_scope_on_admin_route_is_403(
+    signup_app: FastAPI, http: AsyncClient, victim: Victim, endpoint: Endpoint
+) -> None:
+    """A `write` key of the team's own admin is 403 on admin routes and changes nothing."""
+    caller = await admin_key(http, victim, "write")
+    await assert_refused(signup_app, http, endpoint, victim, caller, 403, "FORBIDDEN")

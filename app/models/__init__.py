@@ -1,5 +1,6 @@
 """SQLModel classes; importing this package registers every table in the metadata."""
 
+from app.models.api_key import ApiKey
 from app.models.dataset import Dataset
 from app.models.import_job import ImportJob, ImportJobError, ImportJobPart
 from app.models.row import DatasetRow
@@ -10,6 +11,7 @@ from app.models.user import LoginFailure, User
 from app.models.webhook import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
+    "ApiKey",
     "Dataset",
     "DatasetRow",
     "ImportJob",

@@ -17,7 +17,8 @@ from app.common.exceptions import ForbiddenException, UnauthorizedException
 from app.common.settings import Settings
 from app.models.row import DataKeys
 from app.models.user import User
-from app.services import auth_service
+from app.services import api_key_service, auth_service
+from app.services.api_key_service import SCOPE_LEVELS
 from app.services.image_fetch import ImageFetcher
 
 BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -101,10 +102,26 @@ async def get_authenticated_user(
     ):
         raise ForbiddenException("Cross-origin request refused")
     try:
+        if bearer is not None and api_key_service.is_api_key(bearer):
+            return await _key_holder(request, session, bearer)
         return await auth_service.user_for_token(session, token=token, secret=settings.secret())
     except UnauthorizedException as error:
         error.headers = BEARER_CHALLENGE
         raise
+
+
+async def _key_holder(request: Request, session: AsyncSession, secret: str) -> User:
+    """The user of an API key, whose scope is kept on the request for `get_current_admin`.
+
+    Raises:
+        UnauthorizedException: for an unknown, revoked or expired key.
+        ForbiddenException: for a `read` key on a method other than GET or HEAD.
+    """
+    holder = await api_key_service.holder_of(session, secret=secret)
+    request.state.api_key_level = holder.level
+    if request.method not in READ_ONLY_METHODS and holder.level < SCOPE_LEVELS["write"]:
+        raise ForbiddenException("This API key may only read (scope read)")
+    return holder.user
 
 
 async def get_current_user(user: Annotated[User, Depends(get_authenticated_user)]) -> User:
@@ -118,20 +135,39 @@ async def get_current_user(user: Annotated[User, Depends(get_authenticated_user)
     return user
 
 
-async def get_current_admin(user: Annotated[User, Depends(get_current_user)]) -> User:
-    """The caller, who must be an admin of their team.
+async def get_current_admin(
+    request: Request, user: Annotated[User, Depends(get_current_user)]
+) -> User:
+    """The caller, who must be an admin of their team (with an API key: of scope admin).
 
     Raises:
-        ForbiddenException: for the `user` role.
+        ForbiddenException: for the `user` role, or an API key without the admin scope.
     """
     if user.role != "admin":
         raise ForbiddenException("Admin role required")
+    if getattr(request.state, "api_key_level", SCOPE_LEVELS["admin"]) < SCOPE_LEVELS["admin"]:
+        raise ForbiddenException("This API key lacks the admin scope")
+    return user
+
+
+async def get_password_user(
+    request: Request, user: Annotated[User, Depends(get_current_user)]
+) -> User:
+    """The caller, signed in with a token or the cookie rather than an API key (managing keys
+    with a key would let a leaked key outlive its revocation).
+
+    Raises:
+        ForbiddenException: for a request authenticated by an API key.
+    """
+    if hasattr(request.state, "api_key_level"):
+        raise ForbiddenException("API keys are managed with a token or the login cookie")
     return user
 
 
 AuthenticatedUser = Annotated[User, Depends(get_authenticated_user)]
 CurrentUser = Annotated[User, Depends(get_current_user)]
 AdminUser = Annotated[User, Depends(get_current_admin)]
+PasswordUser = Annotated[User, Depends(get_password_user)]
 
 
 def client_address(request: Request) -> str:

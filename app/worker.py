@@ -71,7 +71,7 @@ class Entrypoint:
 
 ENTRYPOINTS: dict[str, Entrypoint] = {
     IMPORT_PART: Entrypoint(import_jobs.run_part, retries=import_jobs.PART_RETRIES),
-    WEBHOOK_DELIVERY: Entrypoint(webhook_delivery.deliver, retries=1),
+    WEBHOOK_DELIVERY: Entrypoint(webhook_delivery.deliver, retries=webhook_delivery.QUEUE_RETRIES),
 }
 """Every kind of job a worker runs, by queue entrypoint name."""
 

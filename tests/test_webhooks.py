@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
+from uuid import UUID
 
 import pytest
 from aiohttp import web
@@ -113,14 +114,16 @@ async def deliveries(client: AsyncClient, catalog: Catalog, hook_id: str) -> lis
     return items
 
 
-async def settled(client: AsyncClient, catalog: Catalog, hook_id: str) -> dict[str, Any]:
-    """The endpoint's one delivery, once it is no longer pending (at most 5 s)."""
-    for _ in range(100):
+async def settled(
+    client: AsyncClient, catalog: Catalog, hook_id: str, seconds: float = 5
+) -> dict[str, Any]:
+    """The endpoint's one delivery, once it is no longer pending (or after `seconds`)."""
+    deadline = time.monotonic() + seconds
+    while True:
         [logged] = await deliveries(client, catalog, hook_id)
-        if logged["state"] != "pending":
-            break
+        if logged["state"] != "pending" or time.monotonic() > deadline:
+            return logged
         await asyncio.sleep(0.05)
-    return logged
 
 
 async def test_endpoints_are_managed_by_admins_and_the_secret_shown_once(
@@ -203,7 +206,7 @@ async def test_a_review_is_delivered_signed_and_logged(
         1,
     )
     assert logged["last_status"] == 200 and logged["delivered_at"]
-    assert item.headers["webhook-id"] == f"msg_{logged['id'].replace('-', '')}"
+    assert item.headers["webhook-id"] == logged["message_id"] == f"msg_{UUID(logged['id']).hex}"
 
     await client.patch(
         f"{catalog.rows_path}/{row['id']}",
@@ -258,6 +261,29 @@ async def test_a_delivery_that_never_lands_ends_failed(
     assert logged["last_error"] == "the endpoint answered HTTP 500"
     await asyncio.sleep(0.5)
     assert len(receiver.received) == 3
+
+
+async def test_a_delivery_pending_when_its_endpoint_is_disabled_is_dropped(
+    client: AsyncClient,
+    catalog: Catalog,
+    receiver: Receiver,
+    image_url: ImageUrl,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(webhook_delivery, "RETRY_BASE", timedelta(seconds=1))
+    receiver.statuses = [500]
+    hook = await register(client, catalog, receiver.url, ["row.deleted"])
+    row = await create_row(client, catalog, image_url())
+    await client.delete(f"{catalog.rows_path}/{row['id']}", headers=catalog.member.headers)
+    await receiver.wait_for(1)
+    response = await client.patch(
+        f"/api/v1/webhooks/{hook['id']}", json={"enabled": False}, headers=catalog.admin.headers
+    )
+    assert response.json()["enabled"] is False
+    logged = await settled(client, catalog, hook["id"], seconds=10)
+    assert (logged["state"], logged["attempts"], logged["last_status"]) == ("failed", 1, 500)
+    assert logged["last_error"] == webhook_delivery.DISABLED
+    assert len(receiver.received) == 1
 
 
 async def test_deletions_and_imports_are_delivered(
@@ -315,3 +341,34 @@ async def test_a_refused_change_and_a_disabled_endpoint_send_nothing(
     await asyncio.sleep(0.5)
     assert receiver.received == []
     assert await fetch_value(app, "SELECT count(*) FROM webhook_deliveries") == 0
+
+
+async def test_an_unexpected_error_after_a_failed_attempt_is_retried(
+    client: AsyncClient,
+    catalog: Catalog,
+    receiver: Receiver,
+    image_url: ImageUrl,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The queue counts the delivery's own retries too: an error it did not expect (here the
+    database, once, when the second attempt starts) is still retried, and the event lands."""
+    monkeypatch.setattr(webhook_delivery, "RETRY_BASE", timedelta(seconds=0.05))
+    receiver.statuses = [500]
+    load = webhook_delivery._pending
+    loads = 0
+
+    async def flaky(session: Any, delivery_id: Any) -> Any:
+        nonlocal loads
+        loads += 1
+        if loads == 2:
+            raise RuntimeError("the database went away")
+        return await load(session, delivery_id)
+
+    monkeypatch.setattr(webhook_delivery, "_pending", flaky)
+    hook = await register(client, catalog, receiver.url, ["row.deleted"])
+    row = await create_row(client, catalog, image_url())
+    await client.delete(f"{catalog.rows_path}/{row['id']}", headers=catalog.member.headers)
+    logged = await settled(client, catalog, hook["id"], seconds=15)
+    assert (logged["state"], logged["attempts"], logged["last_status"]) == ("delivered", 2, 200)
+    first, second = receiver.received
+    assert first.headers["webhook-id"] == second.headers["webhook-id"] == logged["message_id"]

@@ -5,6 +5,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import Field as PydanticField
+from pydantic import computed_field
 from sqlalchemy import CheckConstraint, Column, DateTime, Index, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
@@ -139,8 +140,20 @@ class WebhookPage(Page[WebhookPublic]):
     """A page of the team's endpoints, newest first."""
 
 
+def webhook_message_id(delivery_id: uuid.UUID) -> str:
+    """The `webhook-id` of a delivery: the same on every attempt, so receivers can drop
+    repeats."""
+    return f"msg_{delivery_id.hex}"
+
+
 class WebhookDeliveryPublic(WebhookDeliveryBase):
     """A delivery as the API shows it."""
+
+    @computed_field(description="The `webhook-id` header sent with every attempt")  # type: ignore[prop-decorator]
+    @property
+    def message_id(self) -> str:
+        """The `webhook-id` of this delivery."""
+        return webhook_message_id(self.id)
 
 
 class WebhookDeliveryPage(Page[WebhookDeliveryPublic]):

@@ -6,10 +6,12 @@ the image fetcher's safe path: the URL rules and a fresh check of the host's add
 for the connection, no redirects followed. A 2xx answer delivers it. Anything else (another
 status, a refused address, no connection, no answer within `IMAGE_FETCH_TIMEOUT`) is recorded
 on the delivery and the job is queued again after `RETRY_BASE` × 2^(attempt-1) (5 s, 10 s,
-20 s ... at most `MAX_DELAY`); after `MAX_ATTEMPTS` the delivery is `failed`. So an event is
-delivered at least once: a receiver should use `webhook-id` to ignore a repeat. A delivery
-whose endpoint was disabled meanwhile is marked failed without being sent; a deleted endpoint
-takes its deliveries with it.
+20 s ... at most `MAX_DELAY`); after `MAX_ATTEMPTS` the delivery is `failed`. An error that is
+not an attempt's outcome (the database, while the delivery is read or its outcome written) is
+left to the queue, which runs the job again after its own backoff (`QUEUE_RETRIES`). So an
+event is delivered at least once: a receiver should use `webhook-id` to ignore a repeat. A
+delivery whose endpoint was disabled meanwhile is marked failed without being sent (its
+attempts stay as they were); a deleted endpoint takes its deliveries with it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.common.exceptions import AppException
 from app.common.webhook_signing import signed_headers
 from app.models.base import utcnow
-from app.models.webhook import WebhookDelivery, WebhookEndpoint
+from app.models.webhook import WebhookDelivery, WebhookEndpoint, webhook_message_id
 from app.services.image_fetch import ImageFetcher
 
 logger = logging.getLogger(__name__)
@@ -35,6 +37,12 @@ logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 8
 RETRY_BASE = timedelta(seconds=5)
 MAX_DELAY = timedelta(hours=1)
+QUEUE_RETRIES = 2 * MAX_ATTEMPTS
+"""How often the queue runs a delivery job again after an error the job did not handle.
+
+pgqueuer counts every run again of a job against this budget, the `RetryRequested` after
+each failed attempt included, so it must exceed `MAX_ATTEMPTS`: else an unexpected error
+after the first failed attempt would end the job and leave its delivery pending for ever."""
 USER_AGENT = "AITrace-webhooks/1.0"
 DISABLED = "not sent: the endpoint is disabled"
 
@@ -45,11 +53,6 @@ def retry_delay(attempts: int) -> timedelta:
     return min(delay, MAX_DELAY)
 
 
-def message_id(delivery: WebhookDelivery) -> str:
-    """The `webhook-id` of a delivery."""
-    return f"msg_{delivery.id.hex}"
-
-
 async def _send(
     fetcher: ImageFetcher, endpoint: WebhookEndpoint, delivery: WebhookDelivery
 ) -> tuple[int | None, str | None]:
@@ -58,7 +61,7 @@ async def _send(
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
-        **signed_headers(endpoint.secret, message_id(delivery), int(time.time()), body),
+        **signed_headers(endpoint.secret, webhook_message_id(delivery.id), int(time.time()), body),
     }
     try:
         status = await fetcher.post(endpoint.url, body, headers)
@@ -68,6 +71,19 @@ async def _send(
     if 200 <= status < 300:
         return status, None
     return status, f"the endpoint answered HTTP {status}"
+
+
+def _record(delivery: WebhookDelivery, status: int | None, problem: str | None) -> None:
+    """Write one attempt's outcome on the delivery: delivered, still pending, or failed for
+    good after `MAX_ATTEMPTS`."""
+    delivery.attempts += 1
+    delivery.last_status, delivery.last_error = status, problem
+    delivery.last_attempt_at = utcnow()
+    if problem is None:
+        delivery.state, delivery.delivered_at = "delivered", delivery.last_attempt_at
+    elif delivery.attempts >= MAX_ATTEMPTS:
+        delivery.state = "failed"
+        logger.warning("Webhook delivery %s failed for good: %s", delivery.id, problem)
 
 
 async def _pending(
@@ -93,18 +109,9 @@ async def deliver(job: Job, resources: Any) -> None:
             return
         delivery, endpoint = loaded
         if endpoint.enabled:
-            status, problem = await _send(resources.fetcher, endpoint, delivery)
+            _record(delivery, *await _send(resources.fetcher, endpoint, delivery))
         else:
-            status, problem = None, DISABLED
-            delivery.attempts = MAX_ATTEMPTS - 1
-        delivery.attempts += 1
-        delivery.last_status, delivery.last_error = status, problem
-        delivery.last_attempt_at = utcnow()
-        if problem is None:
-            delivery.state, delivery.delivered_at = "delivered", delivery.last_attempt_at
-        elif delivery.attempts >= MAX_ATTEMPTS:
-            delivery.state = "failed"
-            logger.warning("Webhook delivery %s failed for good: %s", delivery.id, problem)
+            delivery.state, delivery.last_error = "failed", DISABLED
         attempts, state = delivery.attempts, delivery.state
         session.add(delivery)
         try:

@@ -20,6 +20,7 @@ from app.common.settings import normalize_database_url
 TABLES = (
     "dataset_rows",
     "row_history",
+    "row_thumbnails",
     "datasets",
     "schema_fields",
     "schemas",

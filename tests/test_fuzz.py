@@ -176,7 +176,7 @@ class OfflineFetcher(ImageFetcher):
             resolver=_refusing_resolver,
         )
 
-    async def fetch(self, url: str) -> FetchedImage:
+    async def fetch(self, url: str, *, keep: bytearray | None = None) -> FetchedImage:
         """Refuse a public address literal; leave everything else to the real fetcher."""
         try:
             address = ipaddress.ip_address(check_url(url).host)
@@ -184,7 +184,7 @@ class OfflineFetcher(ImageFetcher):
             address = None
         if address is not None and is_public_address(address):
             raise ValidationException.for_field("image_url", "could not connect to the server")
-        return await super().fetch(url)
+        return await super().fetch(url, keep=keep)
 
 
 async def _insert_rows(database_url: str, dataset_id: str, data: dict[str, Any]) -> list[str]:

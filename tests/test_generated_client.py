@@ -31,6 +31,14 @@ GENERATOR = str(Path(sys.executable).with_name("openapi-python-client"))
 PACKAGE = "aitrace_sdk"
 
 
+CLIENT_CONFIG = """post_hooks: []
+content_type_overrides:
+  image/webp: application/octet-stream
+"""
+"""The generator's options: thumbnails (WebP) are binary bodies, which it knows by the
+`application/octet-stream` name only."""
+
+
 @pytest.fixture(scope="module")
 def sdk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
     """Generate the SDK from the app's schema (warnings fail) and import it."""
@@ -43,7 +51,7 @@ def sdk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
     )
     schema_path.write_text(json.dumps(create_app(settings).openapi()))
     config = workdir / "config.yaml"
-    config.write_text("post_hooks: []\n")
+    config.write_text(CLIENT_CONFIG)
     subprocess.run(
         [
             GENERATOR,

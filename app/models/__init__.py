@@ -7,6 +7,7 @@ from app.models.row import DatasetRow
 from app.models.row_history import RowHistory
 from app.models.schema import Schema, SchemaField
 from app.models.team import Team
+from app.models.thumbnail import RowThumbnail
 from app.models.user import LoginFailure, User
 from app.models.webhook import WebhookDelivery, WebhookEndpoint
 
@@ -19,6 +20,7 @@ __all__ = [
     "ImportJobPart",
     "LoginFailure",
     "RowHistory",
+    "RowThumbnail",
     "Schema",
     "SchemaField",
     "Team",

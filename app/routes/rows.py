@@ -12,11 +12,12 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.common.exceptions import ErrorResponse
+from app.common.exceptions import ErrorResponse, ValidationException
 from app.common.guarded_stream import GuardedStreamingResponse
 from app.common.openapi import error_responses
 from app.common.pagination import CursorPage, Page, PageDep
 from app.common.settings import Settings
+from app.domain.thumbnails import MEDIA_TYPE, SIZES
 from app.models.row import (
     BulkRowIds,
     BulkStatusUpdate,
@@ -59,6 +60,7 @@ from app.services import (
     row_listing,
     row_output,
     row_service,
+    thumbnail_service,
 )
 from app.services.image_fetch import ImageFetcher
 from app.services.import_slots import import_slot
@@ -534,6 +536,52 @@ async def export_rows(
         media_type=export_service.MEDIA_TYPES[format],
         headers={"Content-Disposition": export_service.content_disposition(plan.filename)},
     )
+
+
+THUMBNAIL_CACHE = "private, max-age=86400"
+
+
+@router.get(
+    "/{row_id}/thumbnail",
+    operation_id="rows-thumbnail",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The thumbnail",
+            "content": {MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+        },
+        304: {"description": "Not modified (`If-None-Match` named this thumbnail)"},
+        **error_responses(400, 401, 403, 404, 409),
+    },
+)
+async def row_thumbnail(
+    dataset_id: uuid.UUID,
+    row_id: uuid.UUID,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    fetcher: ImageFetcherDep,
+    size: Annotated[
+        int, Query(description="Longer side in pixels", json_schema_extra={"enum": list(SIZES)})
+    ] = 256,
+) -> Response:
+    """The row's image as a WebP thumbnail of at most `size` x `size` pixels (aspect kept).
+
+    Made from the image on the first request for a size and kept in the database, so later
+    requests, on any server, download nothing. `ETag` names the image and the size, and
+    `Cache-Control` lets the browser keep it a day; `If-None-Match` with the tag answers 304. An
+    image that can no longer be downloaded or decoded is 400; a URL that now serves another
+    image than the row's (MD5) is 409.
+    """
+    if size not in SIZES:
+        raise ValidationException.for_field("query.size", "must be 128, 256 or 512")
+    made = await thumbnail_service.thumbnail(
+        session, fetcher, team_id=user.team_id, dataset_id=dataset_id, row_id=row_id, size=size
+    )
+    headers = {"ETag": made.etag, "Cache-Control": THUMBNAIL_CACHE}
+    if request.headers.get("if-none-match") == made.etag:
+        return Response(status_code=304, headers=headers)
+    return Response(made.content, media_type=made.media_type, headers=headers)
 
 
 @router.get(

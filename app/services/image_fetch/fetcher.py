@@ -128,7 +128,17 @@ class ImageFetcher:
         self._allow_private = allow_private
         self._resolver = resolver or resolve_host
 
-    async def fetch(self, url: str) -> FetchedImage:
+    async def download(self, url: str) -> tuple[FetchedImage, bytes]:
+        """Like `fetch`, and also return the image's bytes (at most `max_bytes` in memory).
+
+        Raises:
+            ValidationException, PayloadTooLargeException: as `fetch`.
+        """
+        body = bytearray()
+        image = await self.fetch(url, keep=body)
+        return image, bytes(body)
+
+    async def fetch(self, url: str, *, keep: bytearray | None = None) -> FetchedImage:
         """Download the image at `url` and return its MD5, size and normalized URL.
 
         Args:
@@ -145,7 +155,7 @@ class ImageFetcher:
         """
         try:
             async with asyncio.timeout(self._timeout):
-                return await self._fetch(url)
+                return await self._fetch(url, keep)
         except TimeoutError:
             logger.info("Image download timed out: %s", redact_url(url))
             raise invalid("download timed out") from None
@@ -155,11 +165,11 @@ class ImageFetcher:
             logger.info("Image download failed (%s): %s", type(exc).__name__, redact_url(url))
             raise invalid("could not download the image") from None
 
-    async def _fetch(self, url: str) -> FetchedImage:
+    async def _fetch(self, url: str, keep: bytearray | None) -> FetchedImage:
         requested = target = check_url(url)
         redirects = 0
         while True:
-            outcome = await self._get(target)
+            outcome = await self._get(target, keep)
             if isinstance(outcome, _Body):
                 return FetchedImage(
                     md5=outcome.md5,
@@ -204,7 +214,7 @@ class ImageFetcher:
             raise invalid(NOT_PUBLIC)
         return addresses
 
-    async def _get(self, target: CheckedUrl) -> _Body | str:
+    async def _get(self, target: CheckedUrl, keep: bytearray | None) -> _Body | str:
         """Send one GET to the checked addresses of `target`.
 
         Returns:
@@ -216,7 +226,7 @@ class ImageFetcher:
                 async with self._client.get(
                     target.url, allow_redirects=False, timeout=self._request_timeout
                 ) as response:
-                    return await self._answer(response, target)
+                    return await self._answer(response, target, keep)
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
                 logger.info("Could not connect to image host of %s", redact_url(target.url))
                 raise invalid("could not connect to the server") from None
@@ -253,7 +263,9 @@ class ImageFetcher:
         except aiohttp.ClientError as error:
             raise invalid(f"the request failed ({type(error).__name__})") from None
 
-    async def _answer(self, response: aiohttp.ClientResponse, target: CheckedUrl) -> _Body | str:
+    async def _answer(
+        self, response: aiohttp.ClientResponse, target: CheckedUrl, keep: bytearray | None
+    ) -> _Body | str:
         """Turn a response into a redirect location, an image, or a refusal."""
         location = response.headers.get("Location")
         if response.status in REDIRECT_STATUSES and location:
@@ -261,10 +273,13 @@ class ImageFetcher:
         if not 200 <= response.status < 300:
             logger.info("Image server answered %s for %s", response.status, redact_url(target.url))
             raise invalid(f"server answered HTTP {response.status}")
-        return await self._read_image(response, target)
+        return await self._read_image(response, target, keep)
 
-    async def _read_image(self, response: aiohttp.ClientResponse, target: CheckedUrl) -> _Body:
-        """Stream the body, enforcing the size cap and the image check, and hash it."""
+    async def _read_image(
+        self, response: aiohttp.ClientResponse, target: CheckedUrl, keep: bytearray | None
+    ) -> _Body:
+        """Stream the body, enforcing the size cap and the image check, and hash it (and keep
+        it in `keep`, when given)."""
         if response.content_length is not None and response.content_length > self._max_bytes:
             raise _too_large(self._max_bytes)
         digest = hashlib.md5(usedforsecurity=False)
@@ -277,6 +292,8 @@ class ImageFetcher:
                 logger.info("Image too large: %s", redact_url(target.url))
                 raise _too_large(self._max_bytes)
             digest.update(chunk)
+            if keep is not None:
+                keep += chunk
             if not sniffed:
                 head += chunk[: SNIFF_BYTES - len(head)]
                 if len(head) >= SNIFF_BYTES:

@@ -372,3 +372,27 @@ async def test_an_unexpected_error_after_a_failed_attempt_is_retried(
     assert (logged["state"], logged["attempts"], logged["last_status"]) == ("delivered", 2, 200)
     first, second = receiver.received
     assert first.headers["webhook-id"] == second.headers["webhook-id"] == logged["message_id"]
+
+
+async def test_a_delivery_the_service_cannot_make_ends_failed(
+    client: AsyncClient,
+    catalog: Catalog,
+    receiver: Receiver,
+    image_url: ImageUrl,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the queue's retries are used up by errors of the service, the delivery is marked
+    failed rather than left pending for ever."""
+
+    async def broken(session: Any, delivery_id: Any) -> Any:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(webhook_delivery, "_pending", broken)
+    monkeypatch.setattr(webhook_delivery, "QUEUE_RETRIES", 0)
+    hook = await register(client, catalog, receiver.url, ["row.deleted"])
+    row = await create_row(client, catalog, image_url())
+    await client.delete(f"{catalog.rows_path}/{row['id']}", headers=catalog.member.headers)
+    logged = await settled(client, catalog, hook["id"], seconds=10)
+    assert (logged["state"], logged["attempts"]) == ("failed", 0)
+    assert logged["last_error"] == webhook_delivery.GAVE_UP
+    assert receiver.received == []

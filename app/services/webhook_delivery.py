@@ -23,6 +23,7 @@ from datetime import timedelta
 from typing import Any
 
 from pgqueuer import Job, RetryRequested
+from sqlalchemy import text
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -45,6 +46,9 @@ each failed attempt included, so it must exceed `MAX_ATTEMPTS`: else an unexpect
 after the first failed attempt would end the job and leave its delivery pending for ever."""
 USER_AGENT = "AITrace-webhooks/1.0"
 DISABLED = "not sent: the endpoint is disabled"
+GAVE_UP = "not sent: an error of the service stopped the delivery (see the server log)"
+_GIVE_UP = text("""UPDATE webhook_deliveries SET state = 'failed', last_error = :error
+        WHERE id = :delivery_id AND state = 'pending'""")
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -100,8 +104,27 @@ async def _pending(
 
 
 async def deliver(job: Job, resources: Any) -> None:
-    """The queue job of one delivery; `resources` is the worker's `WorkerResources`."""
+    """The queue job of one delivery; `resources` is the worker's `WorkerResources`.
+
+    When an unexpected error comes on the queue's last run (`QUEUE_RETRIES` used up), the
+    delivery is marked failed with `GAVE_UP`, so that no delivery stays pending for ever.
+    """
     delivery_id = uuid.UUID((job.payload or b"").decode())
+    try:
+        await _attempt(delivery_id, resources)
+    except RetryRequested:
+        raise
+    except Exception:
+        if job.attempts >= QUEUE_RETRIES:
+            logger.exception("Webhook delivery %s gave up", delivery_id)
+            async with resources.sessionmaker() as session:
+                await session.exec(_GIVE_UP.bindparams(delivery_id=delivery_id, error=GAVE_UP))
+                await session.commit()
+        raise
+
+
+async def _attempt(delivery_id: uuid.UUID, resources: Any) -> None:
+    """One attempt of a delivery, recorded; RetryRequested when it should be tried again."""
     async with resources.sessionmaker() as session:
         loaded = await _pending(session, delivery_id)
         await session.commit()

@@ -128,3 +128,19 @@ async def test_another_user_s_key_is_not_found(
         )
         assert_error(response, 404, "NOT_FOUND")
     assert await fetch_value(app, "SELECT count(*) FROM api_keys WHERE revoked_at IS NULL") == 1
+
+
+async def test_bad_key_requests_are_refused(
+    app: FastAPI, client: AsyncClient, catalog: Catalog
+) -> None:
+    for body in (
+        {"name": "nul\x00", "scopes": ["read"]},
+        {"name": "x" * 101, "scopes": ["read"]},
+        {"name": "ok", "scopes": []},
+        {"name": "ok", "scopes": ["root"]},
+        {"name": "ok", "scopes": ["read"], "expires_at": "tomorrow"},
+        {"name": "ok", "scopes": ["read"], "user_id": catalog.admin.id},
+    ):
+        response = await client.post("/api/v1/api-keys", json=body, headers=catalog.member.headers)
+        assert_error(response, 400, "VALIDATION_ERROR")
+    assert await fetch_value(app, "SELECT count(*) FROM api_keys") == 0

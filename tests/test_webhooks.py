@@ -396,3 +396,19 @@ async def test_a_delivery_the_service_cannot_make_ends_failed(
     assert (logged["state"], logged["attempts"]) == ("failed", 0)
     assert logged["last_error"] == webhook_delivery.GAVE_UP
     assert receiver.received == []
+
+
+async def test_nul_characters_and_oversized_values_are_refused(
+    app: FastAPI, client: AsyncClient, catalog: Catalog, receiver: Receiver
+) -> None:
+    for body in (
+        {"url": receiver.url, "events": ["row.deleted"], "description": "bad\x00"},
+        {"url": receiver.url + "\x00", "events": ["row.deleted"]},
+        {"url": receiver.url, "events": ["row.deleted"], "description": "x" * 501},
+        {"url": receiver.url, "events": ["row.nope"]},
+        {"url": receiver.url, "events": "row.deleted"},
+        {"url": receiver.url, "events": ["row.deleted"], "secret": "mine"},
+    ):
+        response = await client.post("/api/v1/webhooks", json=body, headers=catalog.admin.headers)
+        assert_error(response, 400, "VALIDATION_ERROR")
+    assert await fetch_value(app, "SELECT count(*) FROM webhook_endpoints") == 0

@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from app.common.pagination import Page
+from app.common.validation import Name
 from app.models.base import RequestModel, id_field, timestamp_field
 
 ApiKeyScope = Literal["read", "write", "admin"]
@@ -60,7 +61,7 @@ class ApiKey(ApiKeyBase, table=True):
 class ApiKeyCreate(RequestModel):
     """A new key for the caller."""
 
-    name: str = Field(min_length=1, max_length=100)
+    name: Name
     scopes: Annotated[list[ApiKeyScope], PydanticField(min_length=1, max_length=3)]
     expires_at: datetime | None = Field(
         default=None, description="When the key stops working (UTC if no offset); none: never"

@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from app.common.pagination import Page
+from app.common.validation import Description, ImageUrl
 from app.models.base import RequestModel, id_field, timestamp_field, user_ref_field
 
 WebhookEvent = Literal["import.finished", "row.reviewed", "row.deleted", "dataset.deleted"]
@@ -106,18 +107,18 @@ class WebhookDelivery(WebhookDeliveryBase, table=True):
 class WebhookCreate(RequestModel):
     """A new endpoint: where to send which events."""
 
-    url: str = Field(min_length=1, max_length=MAX_URL_LENGTH)
+    url: ImageUrl
     events: EventList
-    description: str | None = Field(default=None, max_length=500)
+    description: Description | None = None
     enabled: bool = True
 
 
 class WebhookUpdate(RequestModel):
     """Changes to an endpoint; fields left out keep their value."""
 
-    url: str | None = Field(default=None, min_length=1, max_length=MAX_URL_LENGTH)
+    url: ImageUrl | None = None
     events: EventList | None = None
-    description: str | None = Field(default=None, max_length=500)
+    description: Description | None = None
     enabled: bool | None = None
 
 

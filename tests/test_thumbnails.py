@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import uuid
 
@@ -100,3 +101,36 @@ def test_pillow_s_limits_hold() -> None:
         assert "pixels" in str(error)
     else:
         raise AssertionError("an image over MAX_PIXELS was decoded")
+
+
+async def test_new_thumbnails_are_made_two_at_a_time(
+    client: AsyncClient, catalog: Catalog, image_server: ImageServer
+) -> None:
+    """While two slow images are being made into thumbnails, a third new one is 429; a kept one
+    is still served."""
+    _, kept_url = serve(image_server, picture(64, 64, uuid.uuid4().hex))
+    kept = await create_row(client, catalog, kept_url)
+    await client.get(f"{catalog.rows_path}/{kept['id']}/thumbnail", headers=catalog.member.headers)
+    rows = []
+    for _ in range(3):
+        path, url = serve(image_server, picture(64, 64, uuid.uuid4().hex))
+        rows.append(await create_row(client, catalog, url))
+        image_server.add_slow(path, picture(64, 64, "slow"), chunk_size=64, delay=0.3)
+    slow = [
+        asyncio.create_task(
+            client.get(f"{catalog.rows_path}/{row['id']}/thumbnail", headers=catalog.member.headers)
+        )
+        for row in rows[:2]
+    ]
+    await asyncio.sleep(0.3)
+    third = await client.get(
+        f"{catalog.rows_path}/{rows[2]['id']}/thumbnail", headers=catalog.member.headers
+    )
+    assert_error(third, 429, "RATE_LIMITED")
+    assert third.headers["retry-after"] == "1"
+    again = await client.get(
+        f"{catalog.rows_path}/{kept['id']}/thumbnail", headers=catalog.member.headers
+    )
+    assert again.status_code == 200
+    for task in slow:
+        assert (await task).status_code in (200, 409)

@@ -552,6 +552,11 @@ THUMBNAIL_CACHE = "private, max-age=86400"
         },
         304: {"description": "Not modified (`If-None-Match` named this thumbnail)"},
         **error_responses(400, 401, 403, 404, 409),
+        429: {
+            "model": ErrorResponse,
+            "description": "This server already makes two thumbnails (RATE_LIMITED, with "
+            "`Retry-After`)",
+        },
     },
 )
 async def row_thumbnail(
@@ -571,7 +576,8 @@ async def row_thumbnail(
     requests, on any server, download nothing. `ETag` names the image and the size, and
     `Cache-Control` lets the browser keep it a day; `If-None-Match` with the tag answers 304. An
     image that can no longer be downloaded or decoded is 400; a URL that now serves another
-    image than the row's (MD5) is 409.
+    image than the row's (MD5) is 409. A server makes two thumbnails at once; a request for a
+    new one beyond that is 429 with `Retry-After` (kept ones are always served).
     """
     if size not in SIZES:
         raise ValidationException.for_field("query.size", "must be 128, 256 or 512")

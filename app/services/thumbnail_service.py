@@ -17,7 +17,12 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.common.exceptions import ConflictException, NotFoundException, ValidationException
+from app.common.exceptions import (
+    ConflictException,
+    NotFoundException,
+    RateLimitedException,
+    ValidationException,
+)
 from app.domain.thumbnails import MEDIA_TYPE, ThumbnailError, make_thumbnail
 from app.models.base import utcnow
 from app.services.image_fetch import ImageFetcher
@@ -32,6 +37,29 @@ _KEEP = text("""INSERT INTO row_thumbnails (row_id, size, image_hash, content, c
     ON CONFLICT (row_id, size) DO UPDATE
        SET image_hash = EXCLUDED.image_hash, content = EXCLUDED.content,
            created_at = EXCLUDED.created_at""")
+
+
+MAX_MAKING = 2
+"""Thumbnails one process makes at once: each downloads an image (up to `IMAGE_MAX_BYTES`) and
+decodes it (up to 64 million pixels), so a member asking for many new ones at once gets 429
+rather than starving the process of CPU and memory. Kept thumbnails are never limited."""
+
+
+class _Making:
+    """Counts the thumbnails being made in this process (one event loop, so no lock)."""
+
+    count = 0
+
+    def __enter__(self) -> None:
+        if _Making.count >= MAX_MAKING:
+            raise RateLimitedException(
+                "Too many thumbnails are being made; retry in a moment",
+                headers={"Retry-After": "1"},
+            )
+        _Making.count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        _Making.count -= 1
 
 
 @dataclass(frozen=True)
@@ -63,6 +91,7 @@ async def thumbnail(
         NotFoundException: when the row is not in this dataset of the caller's team.
         ValidationException: when the image cannot be downloaded or decoded any more.
         ConflictException: when the URL now serves another image than the row's.
+        RateLimitedException: when this process already makes `MAX_MAKING` thumbnails.
     """
     found = (
         await session.exec(  # type: ignore[call-overload]
@@ -75,13 +104,14 @@ async def thumbnail(
     if found.content is not None and found.made_from == found.image_hash:
         return Thumbnail(found.content, MEDIA_TYPE, tag)
     await session.commit()
-    image, data = await fetcher.download(found.image_url)
-    if image.md5 != found.image_hash:
-        raise ConflictException("The image at the row's URL has changed since it was stored")
-    try:
-        content = await asyncio.to_thread(make_thumbnail, data, size)
-    except ThumbnailError as error:
-        raise ValidationException.for_field("image_url", str(error)) from None
+    with _Making():
+        image, data = await fetcher.download(found.image_url)
+        if image.md5 != found.image_hash:
+            raise ConflictException("The image at the row's URL has changed since it was stored")
+        try:
+            content = await asyncio.to_thread(make_thumbnail, data, size)
+        except ThumbnailError as error:
+            raise ValidationException.for_field("image_url", str(error)) from None
     try:
         await session.exec(  # type: ignore[call-overload]
             _KEEP.bindparams(

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from httpx import AsyncClient, Response
 
 from app.common.settings import Settings
+from app.routes.import_upload import printable_name
 from app.services import import_jobs, import_parts
 from app.services.import_service import BATCH_SIZE
 from tests.conftest import make_client, running_app
@@ -372,3 +373,25 @@ async def test_a_file_larger_than_other_bodies_is_accepted(
     response = await submit(client, catalog, content, mapping=label_mapping(catalog))
     assert response.status_code == 202, response.text
     assert (response.json()["total"], response.json()["file_bytes"]) == (17 * 1024, len(content))
+
+
+@pytest.mark.parametrize("settings", [False], indirect=True)
+async def test_a_file_name_with_control_characters_and_an_unknown_part(
+    app: FastAPI, client: AsyncClient, catalog: Catalog
+) -> None:
+    response = await submit(
+        client, catalog, "url,label\r\n", mapping=label_mapping(catalog), name="ro\x00ws\n.csv"
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["file_name"].isprintable()
+    response = await submit(
+        client, catalog, "url,label\r\n", mapping=label_mapping(catalog), unknown="x"
+    )
+    assert_error(response, 400, "VALIDATION_ERROR")
+    assert await fetch_value(app, "SELECT count(*) FROM import_jobs") == 1
+
+
+def test_file_names_are_kept_printable_and_short() -> None:
+    assert printable_name("ro\x00ws\n.csv") == "rows.csv"
+    assert printable_name("\x00\x01") is None
+    assert printable_name("a" * 300) == "a" * 255

@@ -175,6 +175,22 @@ async def create_row(
     return row
 
 
+async def remove_field(client: AsyncClient, catalog: Catalog, name: str) -> None:
+    """Update the catalog's schema (as its admin) with every field but `name`."""
+    keep = ("id", "name", "type", "required", "default_value", "position", "config")
+    fields = [
+        {key: field[key] for key in keep}
+        for field in catalog.schema["fields"]
+        if field["name"] != name
+    ]
+    response = await client.put(
+        f"/api/v1/schemas/{catalog.schema['id']}",
+        json={"fields": fields},
+        headers=catalog.admin.headers,
+    )
+    assert response.status_code == 200, response.text
+
+
 async def dataset_counts(client: AsyncClient, catalog: Catalog) -> tuple[int, int]:
     """The dataset's `(rows_count, pending_count)` as the API reports them."""
     response = await client.get(

@@ -126,6 +126,19 @@ async def settled(
         await asyncio.sleep(0.05)
 
 
+async def delete_a_row(
+    client: AsyncClient, catalog: Catalog, receiver: Receiver, image_url: ImageUrl
+) -> dict[str, Any]:
+    """Register the receiver for `row.deleted`, then create and delete a row; the endpoint."""
+    hook = await register(client, catalog, receiver.url, ["row.deleted"])
+    row = await create_row(client, catalog, image_url())
+    response = await client.delete(
+        f"{catalog.rows_path}/{row['id']}", headers=catalog.member.headers
+    )
+    assert response.status_code == 204
+    return hook
+
+
 async def test_endpoints_are_managed_by_admins_and_the_secret_shown_once(
     client: AsyncClient, catalog: Catalog, receiver: Receiver
 ) -> None:
@@ -226,12 +239,7 @@ async def test_a_failed_attempt_is_retried_with_the_same_id(
 ) -> None:
     monkeypatch.setattr(webhook_delivery, "RETRY_BASE", timedelta(seconds=0.2))
     receiver.statuses = [500, 503]
-    hook = await register(client, catalog, receiver.url, ["row.deleted"])
-    row = await create_row(client, catalog, image_url())
-    response = await client.delete(
-        f"{catalog.rows_path}/{row['id']}", headers=catalog.member.headers
-    )
-    assert response.status_code == 204
+    hook = await delete_a_row(client, catalog, receiver, image_url)
     first, second, third = await receiver.wait_for(3)
     assert (
         first.headers["webhook-id"] == second.headers["webhook-id"] == third.headers["webhook-id"]
@@ -252,9 +260,7 @@ async def test_a_delivery_that_never_lands_ends_failed(
     monkeypatch.setattr(webhook_delivery, "RETRY_BASE", timedelta(seconds=0.05))
     monkeypatch.setattr(webhook_delivery, "MAX_ATTEMPTS", 3)
     receiver.statuses = [500] * 10
-    hook = await register(client, catalog, receiver.url, ["row.deleted"])
-    row = await create_row(client, catalog, image_url())
-    await client.delete(f"{catalog.rows_path}/{row['id']}", headers=catalog.member.headers)
+    hook = await delete_a_row(client, catalog, receiver, image_url)
     await receiver.wait_for(3)
     logged = await settled(client, catalog, hook["id"])
     assert (logged["state"], logged["attempts"], logged["last_status"]) == ("failed", 3, 500)
@@ -272,9 +278,7 @@ async def test_a_delivery_pending_when_its_endpoint_is_disabled_is_dropped(
 ) -> None:
     monkeypatch.setattr(webhook_delivery, "RETRY_BASE", timedelta(seconds=1))
     receiver.statuses = [500]
-    hook = await register(client, catalog, receiver.url, ["row.deleted"])
-    row = await create_row(client, catalog, image_url())
-    await client.delete(f"{catalog.rows_path}/{row['id']}", headers=catalog.member.headers)
+    hook = await delete_a_row(client, catalog, receiver, image_url)
     await receiver.wait_for(1)
     response = await client.patch(
         f"/api/v1/webhooks/{hook['id']}", json={"enabled": False}, headers=catalog.admin.headers
@@ -365,9 +369,7 @@ async def test_an_unexpected_error_after_a_failed_attempt_is_retried(
         return await load(session, delivery_id)
 
     monkeypatch.setattr(webhook_delivery, "_pending", flaky)
-    hook = await register(client, catalog, receiver.url, ["row.deleted"])
-    row = await create_row(client, catalog, image_url())
-    await client.delete(f"{catalog.rows_path}/{row['id']}", headers=catalog.member.headers)
+    hook = await delete_a_row(client, catalog, receiver, image_url)
     logged = await settled(client, catalog, hook["id"], seconds=15)
     assert (logged["state"], logged["attempts"], logged["last_status"]) == ("delivered", 2, 200)
     first, second = receiver.received
@@ -389,9 +391,7 @@ async def test_a_delivery_the_service_cannot_make_ends_failed(
 
     monkeypatch.setattr(webhook_delivery, "_pending", broken)
     monkeypatch.setattr(webhook_delivery, "QUEUE_RETRIES", 0)
-    hook = await register(client, catalog, receiver.url, ["row.deleted"])
-    row = await create_row(client, catalog, image_url())
-    await client.delete(f"{catalog.rows_path}/{row['id']}", headers=catalog.member.headers)
+    hook = await delete_a_row(client, catalog, receiver, image_url)
     logged = await settled(client, catalog, hook["id"], seconds=10)
     assert (logged["state"], logged["attempts"]) == ("failed", 0)
     assert logged["last_error"] == webhook_delivery.GAVE_UP

@@ -19,7 +19,7 @@ from app.models.import_job import (
 )
 from app.routes.deps import CurrentUser, SessionDep, SettingsDep
 from app.routes.import_upload import read_file_import
-from app.routes.rows import IMPORT_FORM_SCHEMA, IMPORT_RULES
+from app.routes.rows import FILE_RULES, IMPORT_FORM_SCHEMA
 from app.services import import_jobs
 from app.services.import_jobs import MAX_ACTIVE_PER_TEAM, Submission
 
@@ -50,7 +50,8 @@ batches end.
 
 A team may have {MAX_ACTIVE_PER_TEAM} imports queued or running; one more is 429.
 
-{IMPORT_RULES.split("At most 100 messages")[0]}Every invalid record is kept (no limit of 100),
+{FILE_RULES}
+Every invalid record is kept (no limit of 100),
 with its line, under `GET /api/v1/imports/{{job_id}}/errors`."""
 
 

@@ -279,7 +279,7 @@ IMPORT_ERRORS: dict[int | str, dict[str, Any]] = {
         },
     },
 }
-IMPORT_RULES = """`format` is `csv` (the default) or `jsonl`. The file is UTF-8 (a BOM is
+FILE_RULES = """`format` is `csv` (the default) or `jsonl`. The file is UTF-8 (a BOM is
 accepted) and at most `IMPORT_MAX_BYTES` (413).
 
 **CSV**: `column_mapping` (required) maps `"image_url"` and fields to CSV column names; an empty
@@ -301,7 +301,8 @@ and ignored: an imported row gets a new id and timestamps, the importer as autho
 of the image as fetched. Any other key, a line that is not valid JSON or not an object, or an
 invalid value makes that line invalid: it is skipped with `"Line N: reason"` (N = line, the
 first is 1).
-
+"""
+IMPORT_RULES = f"""{FILE_RULES}
 At most 100 messages, in line order. Images already in the dataset or repeated in the file
 count as `skipped_duplicates`. Rows are committed in batches of 500, so an interrupted import
 keeps what it committed and a rerun adds only what is missing.

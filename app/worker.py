@@ -23,10 +23,10 @@ from datetime import timedelta
 import asyncpg
 from pgqueuer import Job, Queries, QueueManager, RetryRequested
 from pgqueuer.core.executors import DatabaseRetryEntrypointExecutor, EntrypointExecutorParameters
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.common.database import asyncpg_dsn
 from app.common.settings import Settings
 from app.services import import_jobs, webhook_delivery
 from app.services.image_fetch import ImageFetcher
@@ -74,11 +74,6 @@ ENTRYPOINTS: dict[str, Entrypoint] = {
     WEBHOOK_DELIVERY: Entrypoint(webhook_delivery.deliver, retries=webhook_delivery.QUEUE_RETRIES),
 }
 """Every kind of job a worker runs, by queue entrypoint name."""
-
-
-def queue_dsn(database_url: str) -> str:
-    """The asyncpg DSN of the service's SQLAlchemy database URL."""
-    return make_url(database_url).set(drivername="postgresql").render_as_string(False)
 
 
 @dataclass
@@ -139,7 +134,7 @@ class Worker:
         return manager
 
     async def _run_once(self) -> None:
-        dsn = queue_dsn(self.resources.settings.database_url or "")
+        dsn = asyncpg_dsn(self.resources.settings.database_url or "")
         connection = await asyncpg.connect(
             dsn, server_settings={"application_name": "aitrace-worker"}
         )

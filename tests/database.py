@@ -12,7 +12,7 @@ from pathlib import Path
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from app.common.database import create_engine
+from app.common.database import asyncpg_dsn, create_engine
 from app.common.embedded_db import start_embedded_database
 from app.common.migrations import upgrade_to_head
 from app.common.settings import normalize_database_url
@@ -37,11 +37,6 @@ TABLES = (
     "pgqueuer_log",
     "pgqueuer_statistics",
 )
-
-
-def asyncpg_dsn(url: str) -> str:
-    """The plain `postgresql://` form of a SQLAlchemy URL, for asyncpg.connect."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 async def _create_database(server_url: str, name: str) -> str:

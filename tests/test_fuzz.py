@@ -44,7 +44,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from sqlalchemy import text
 
-from app.common.database import create_engine
+from app.common.database import asyncpg_dsn, create_engine
 from app.common.exceptions import ValidationException
 from app.common.settings import Settings
 from app.main import create_app
@@ -55,7 +55,7 @@ from app.services.image_fetch import (
     check_url,
     is_public_address,
 )
-from tests.database import TABLES, asyncpg_dsn
+from tests.database import TABLES
 from tests.factories import DEFAULT_PASSWORD, SAMPLE_FIELDS, unique_email
 
 SECRET = "fuzzing-secret-key-that-is-long-enough-0123456789"

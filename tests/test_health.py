@@ -8,8 +8,7 @@ import asyncpg
 from fastapi import FastAPI
 from httpx import AsyncClient
 
-from app.common.database import create_engine, create_sessionmaker
-from tests.database import asyncpg_dsn
+from app.common.database import asyncpg_dsn, create_engine, create_sessionmaker
 from tests.factories import setup_instance
 
 UNREACHABLE_DATABASE = "postgresql+asyncpg://aitrace:secret@127.0.0.1:9/aitrace"

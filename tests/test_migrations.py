@@ -19,7 +19,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
-from app.common.database import create_engine
+from app.common.database import asyncpg_dsn, create_engine
 from app.common.migrations import (
     DatabaseNotAtHead,
     check_models,
@@ -31,7 +31,6 @@ from app.common.migrations import (
 from app.common.security import hash_password
 from app.common.settings import Settings
 from tests.conftest import make_client, running_app
-from tests.database import asyncpg_dsn
 
 FIRST_RELEASE_SCHEMA = Path(__file__).parent / "fixtures" / "schema_0_1_0.sql"
 PASSWORD = "first-release-password"

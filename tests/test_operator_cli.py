@@ -22,11 +22,11 @@ import psutil
 import pytest
 from httpx import AsyncClient
 
+from app.common.database import asyncpg_dsn
 from app.common.migrations import head_revision
 from app.common.settings import Settings
 from tests.command_runner import run_command
 from tests.conftest import make_client, running_app
-from tests.database import asyncpg_dsn
 from tests.factories import (
     DEFAULT_PASSWORD,
     add_member,

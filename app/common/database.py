@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -27,6 +28,11 @@ alone, and a tighter limit would turn that queueing into refusals.
 
 EXPORT_POOL_TIMEOUT_SECONDS = 1.0
 """An export waits this long for a connection of the export pool before it is answered 503."""
+
+
+def asyncpg_dsn(database_url: str) -> str:
+    """The plain `postgresql://` form of the service's SQLAlchemy URL, for asyncpg itself."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(False)
 
 
 def create_engine(

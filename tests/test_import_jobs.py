@@ -384,3 +384,27 @@ def test_file_names_are_kept_printable_and_short() -> None:
     assert printable_name("ro\x00ws\n.csv") == "rows.csv"
     assert printable_name("\x00\x01") is None
     assert printable_name("a" * 300) == "a" * 255
+
+
+@pytest.mark.parametrize("settings", [False], indirect=True)
+async def test_a_team_has_a_cap_on_imports_queued_at_once(
+    app: FastAPI,
+    client: AsyncClient,
+    catalog: Catalog,
+    image_url: ImageUrl,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two submissions at once with room for one: exactly one is queued, the other is 429 and
+    leaves nothing behind."""
+    monkeypatch.setattr(import_jobs, "MAX_ACTIVE_PER_TEAM", 1)
+    content = csv_text([["url", "label"], [image_url(), "cat"]])
+    answers = await asyncio.gather(
+        *(submit(client, catalog, content, mapping=label_mapping(catalog)) for _ in range(2))
+    )
+    assert sorted(answer.status_code for answer in answers) == [202, 429]
+    refused = next(answer for answer in answers if answer.status_code == 429)
+    assert_error(refused, 429, "RATE_LIMITED")
+    assert refused.headers["retry-after"] == "30"
+    assert await fetch_value(app, "SELECT count(*) FROM import_jobs") == 1
+    assert await fetch_value(app, "SELECT count(*) FROM import_job_parts") == 1
+    assert await fetch_value(app, "SELECT count(*) FROM pgqueuer") == 1

@@ -136,12 +136,20 @@ _TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(:key)")
 _LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 
 
-async def _check_capacity(session: AsyncSession, team_id: uuid.UUID) -> None:
-    """Refuse a new import when the team has `MAX_ACTIVE_PER_TEAM` queued or running; the
-    team's lock (until commit) makes concurrent submissions count each other."""
-    await session.exec(  # type: ignore[call-overload]
-        _LOCK.bindparams(key=slot_key(ACTIVE_SLOT, team_id, 0))
-    )
+async def _check_capacity(
+    session: AsyncSession, team_id: uuid.UUID, *, new_job: uuid.UUID | None = None
+) -> None:
+    """Refuse a new import when the team has `MAX_ACTIVE_PER_TEAM` queued or running.
+
+    `submit` checks twice: first without a lock, to refuse before reading the file; then, with
+    the job and its parts written (`new_job`, not counted), under the team's lock until its
+    commit, so that concurrent submissions count each other. The lock is held only for that
+    count and the commit, never while a large file is cut into parts.
+    """
+    if new_job is not None:
+        await session.exec(  # type: ignore[call-overload]
+            _LOCK.bindparams(key=slot_key(ACTIVE_SLOT, team_id, 0))
+        )
     active = (
         await session.exec(
             select(func.count())
@@ -149,6 +157,7 @@ async def _check_capacity(session: AsyncSession, team_id: uuid.UUID) -> None:
             .where(
                 col(ImportJob.team_id) == team_id,
                 col(ImportJob.state).in_(("queued", "running")),
+                col(ImportJob.id) != new_job,
             )
         )
     ).one()
@@ -199,6 +208,7 @@ async def submit(
     await session.flush()
     if not parts:
         await _announce_end(session, job.id)
+    await _check_capacity(session, user.team_id, new_job=job.id)
     await enqueue(
         session,
         IMPORT_PART,

@@ -27,6 +27,7 @@ from app.routes import (
     datasets,
     health,
     imports,
+    near_duplicates,
     rows,
     schemas,
     setup,
@@ -99,12 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.export_engine = export_engine
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.read_sessionmaker = create_sessionmaker(engine, autocommit=True)
-        app.state.image_fetcher = ImageFetcher(
-            http_client,
-            max_bytes=settings.image_max_bytes,
-            timeout=settings.image_fetch_timeout,
-            allow_private=settings.allow_private_image_urls,
-        )
+        app.state.image_fetcher = ImageFetcher.from_settings(http_client, settings)
         try:
             await (upgrade_to_head if settings.auto_migrate else ensure_at_head)(engine)
             async with running_worker(app, settings):
@@ -139,7 +135,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
         )
     app.include_router(health.router, prefix=API_PREFIX)
-    routers = (setup, auth, api_keys, team, users, schemas, datasets, rows, imports, webhooks)
+    routers = (
+        setup,
+        auth,
+        api_keys,
+        team,
+        users,
+        schemas,
+        datasets,
+        rows,
+        near_duplicates,
+        imports,
+        webhooks,
+    )
     for module in routers:
         app.include_router(module.router, prefix=API_PREFIX, responses=error_responses(503))
     return app

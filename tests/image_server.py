@@ -16,6 +16,8 @@ headers), so a test can assert that nothing was contacted. Unknown paths answer 
 
 from __future__ import annotations
 
+import hashlib
+import io
 import itertools
 import socket
 import ssl
@@ -28,6 +30,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from PIL import Image
+
+import app.domain.images  # noqa: F401  (registers the HEIF format with Pillow)
 
 CHUNK = 64 * 1024
 _counter = itertools.count()
@@ -57,11 +63,18 @@ def unique_png() -> bytes:
     return png_bytes(tag=f"unique-{next(_counter)}-{time.monotonic_ns()}")
 
 
+def encoded(kind: str, tag: str = "", size: tuple[int, int] = (2, 2)) -> bytes:
+    """A real image in Pillow's format `kind` whose pixels depend on `tag` (distinct MD5)."""
+    shade = hashlib.sha256(tag.encode()).digest()
+    image = Image.new("RGB", size, (shade[0], shade[1], shade[2]))
+    output = io.BytesIO()
+    image.save(output, format=kind, **({"quality": 90} if kind in ("JPEG", "WEBP") else {}))
+    return output.getvalue()
+
+
 def jpeg_bytes(tag: str = "") -> bytes:
-    """JPEG magic (SOI + JFIF APP0) followed by filler and `tag`."""
-    return b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + (
-        tag.encode() + b"\x00" * 32 + b"\xff\xd9"
-    )
+    """A real 2×2 JPEG (JFIF)."""
+    return encoded("JPEG", tag)
 
 
 def gif_bytes(tag: str = "") -> bytes:
@@ -74,9 +87,8 @@ def gif_bytes(tag: str = "") -> bytes:
 
 
 def webp_bytes(tag: str = "") -> bytes:
-    """A RIFF/WEBP container header with a VP8L chunk of filler."""
-    payload = b"VP8L" + struct.pack("<I", 16) + b"\x2f" + b"\x00" * 15 + tag.encode()
-    return b"RIFF" + struct.pack("<I", 4 + len(payload)) + b"WEBP" + payload
+    """A real 2×2 WebP."""
+    return encoded("WEBP", tag)
 
 
 def bmp_bytes(tag: str = "") -> bytes:
@@ -88,9 +100,26 @@ def bmp_bytes(tag: str = "") -> bytes:
 
 
 def tiff_bytes(big_endian: bool = False, tag: str = "") -> bytes:
-    """A TIFF header in either byte order, followed by filler."""
-    header = b"MM\x00*\x00\x00\x00\x08" if big_endian else b"II*\x00\x08\x00\x00\x00"
-    return header + b"\x00" * 32 + tag.encode()
+    """A valid 1×1 8-bit grey uncompressed TIFF in either byte order, with `tag` appended."""
+    order = ">" if big_endian else "<"
+    short, long = 3, 4
+    entries = [
+        (256, short, 1),
+        (257, short, 1),
+        (258, short, 8),
+        (259, short, 1),
+        (262, short, 1),
+        (273, long, 8 + 2 + 12 * 9 + 4),
+        (277, short, 1),
+        (278, short, 1),
+        (279, long, 1),
+    ]
+    ifd = struct.pack(order + "H", len(entries))
+    for tag_id, kind, value in entries:
+        packed = struct.pack(order + ("HH" if kind == short else "I"), value, *([0] * (kind == 3)))
+        ifd += struct.pack(order + "HHI", tag_id, kind, 1) + packed
+    header = (b"MM" if big_endian else b"II") + struct.pack(order + "HI", 42, 8)
+    return header + ifd + struct.pack(order + "I", 0) + b"\x80" + tag.encode()
 
 
 def iso_bmff_bytes(
@@ -103,13 +132,13 @@ def iso_bmff_bytes(
 
 
 def avif_bytes(tag: str = "") -> bytes:
-    """An AVIF file header (major brand `avif`)."""
-    return iso_bmff_bytes(b"avif", (b"mif1", b"miaf"), tag)
+    """A real 2×2 AVIF image (major brand `avif`)."""
+    return encoded("AVIF", tag)
 
 
 def heic_bytes(tag: str = "") -> bytes:
-    """A HEIC file header (major brand `heic`)."""
-    return iso_bmff_bytes(b"heic", (b"mif1", b"heic"), tag)
+    """A real 2×2 HEIC image (major brand `heic`), written by pillow-heif."""
+    return encoded("HEIF", tag)
 
 
 @dataclass

@@ -37,12 +37,7 @@ async def _run(settings: Settings, database: CommandDatabase, concurrency: int) 
                 settings=settings.model_copy(update={"database_url": database.url}),
                 engine=engine,
                 sessionmaker=create_sessionmaker(engine),
-                fetcher=ImageFetcher(
-                    http_client,
-                    max_bytes=settings.image_max_bytes,
-                    timeout=settings.image_fetch_timeout,
-                    allow_private=settings.allow_private_image_urls,
-                ),
+                fetcher=ImageFetcher.from_settings(http_client, settings),
             ),
             concurrency=concurrency,
         )

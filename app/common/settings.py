@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     allow_private_image_urls: bool = False
     image_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     image_fetch_timeout: float = Field(default=10.0, gt=0, le=600)
+    image_max_pixels: int = Field(default=64_000_000, ge=1, le=1_000_000_000)
     import_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     import_concurrency: int = Field(default=16, ge=1, le=256)
     import_max_concurrent_per_team: int = Field(default=2, ge=1, le=1000)

@@ -2,6 +2,7 @@
 
 from app.models.api_key import ApiKey
 from app.models.dataset import Dataset
+from app.models.image_backfill import ImageBackfill
 from app.models.import_job import ImportJob, ImportJobError, ImportJobPart
 from app.models.row import DatasetRow
 from app.models.row_history import RowHistory
@@ -15,6 +16,7 @@ __all__ = [
     "ApiKey",
     "Dataset",
     "DatasetRow",
+    "ImageBackfill",
     "ImportJob",
     "ImportJobError",
     "ImportJobPart",

@@ -4,7 +4,9 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+from pydantic import field_validator
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     Column,
     DateTime,
@@ -19,6 +21,7 @@ from sqlmodel import Field, Relationship, SQLModel
 
 from app.common.pagination import CursorPage
 from app.common.validation import ColumnMapping, ImageUrl, JsonObject
+from app.domain.images import hash_hex
 from app.models.base import RequestModel, id_field, timestamp_field, user_ref_field
 from app.models.user import User
 
@@ -36,6 +39,25 @@ query must use this very expression); `aitrace_row_words` is created by revision
 STRING_VALUES = "jsonb_path_query_array(data, 'strict $.* ? (@.type() == \"string\")'::jsonpath)"
 """The string values of a row's `data` as a JSON array: what `contains` pre-filters on, through
 the trigram index `dataset_rows_text_trgm_idx` (an expression of the query must be the index's)."""
+HASH_BANDS = 4
+"""The 64-bit perceptual hash is indexed as 4 bands of 16 bits (multi-index hashing): two hashes
+within Hamming distance d agree to within d // 4 bits on at least one band."""
+BAND_BITS = 16
+
+
+def hash_band(band: int) -> str:
+    """The SQL expression of band `band` (0 = lowest 16 bits) of `image_dhash`; the near-duplicate
+    queries must use this very expression to reach the band's index."""
+    return f"((image_dhash >> {band * BAND_BITS}) & {(1 << BAND_BITS) - 1})"
+
+
+def _hash_band_index(band: int) -> Index:
+    return Index(
+        f"dataset_rows_dhash_band{band}_idx",
+        "dataset_id",
+        text(hash_band(band)),
+        postgresql_where=text("image_dhash IS NOT NULL"),
+    )
 
 
 class RowBase(SQLModel):
@@ -45,6 +67,16 @@ class RowBase(SQLModel):
     dataset_id: uuid.UUID = Field(foreign_key="datasets.id", ondelete="CASCADE", nullable=False)
     image_url: str = Field(sa_type=String(2048))
     image_hash: str = Field(sa_type=String(32))
+    image_width: int | None = Field(default=None, description="Width in pixels")
+    image_height: int | None = Field(default=None, description="Height in pixels")
+    image_format: str | None = Field(
+        default=None,
+        sa_type=String(8),
+        description="png, jpeg, gif, webp, bmp, tiff, avif or heif",
+    )
+    image_bytes: int | None = Field(
+        default=None, sa_type=BigInteger, description="Size of the image file in bytes"
+    )
 
 
 class DatasetRow(RowBase, table=True):
@@ -93,11 +125,14 @@ class DatasetRow(RowBase, table=True):
             postgresql_using="gin",
             postgresql_ops={"image_url": "gin_trgm_ops"},
         ),
+        Index("dataset_rows_image_size_idx", "dataset_id", "image_width", "image_height"),
+        *(_hash_band_index(band) for band in range(HASH_BANDS)),
         CheckConstraint("image_hash ~ '^[0-9a-f]{32}$'", name="dataset_rows_image_hash_check"),
         CheckConstraint("status IN ('pending', 'reviewed')", name="dataset_rows_status_check"),
     )
 
     id: uuid.UUID = id_field()
+    image_dhash: int | None = Field(default=None, sa_type=BigInteger)
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
     status: RowStatus = Field(sa_type=String(10))
     created_by: uuid.UUID | None = user_ref_field()
@@ -149,6 +184,11 @@ class RowPatch(RowUpdate):
 
 
 class RowPublic(RowBase):
+    image_dhash: str | None = Field(
+        default=None,
+        description="The image's 64-bit perceptual hash (dHash), 16 hex digits; rows whose image "
+        "was stored before it was recorded have none until an image backfill",
+    )
     data: dict[str, Any]
     status: RowStatus
     created_by: uuid.UUID | None
@@ -163,6 +203,12 @@ class RowPublic(RowBase):
     claim_expires_at: datetime | None = Field(
         default=None, description="When that lease ends; after it the row is back in the queue"
     )
+
+    @field_validator("image_dhash", mode="before")
+    @classmethod
+    def _dhash_as_hex(cls, value: object) -> object:
+        """The stored (signed 64-bit) hash as 16 hex digits."""
+        return hash_hex(value) if isinstance(value, int) else value
 
 
 MAX_CLAIM = 50
@@ -276,3 +322,33 @@ class ImportResult(SQLModel):
 
 
 ExportFormat = FileFormat
+
+
+class SimilarRow(SQLModel):
+    """A row whose image is near another's, and how many of the 64 hash bits differ."""
+
+    distance: int = Field(description="Hamming distance between the two perceptual hashes")
+    row: RowPublic
+
+
+class SimilarRows(SQLModel):
+    """The rows near a row's image, nearest first (then oldest first)."""
+
+    items: list[SimilarRow]
+
+
+class NearDuplicateGroup(SQLModel):
+    """A row and the rows created after it whose images are near it, nearest first."""
+
+    row: RowPublic
+    near: list[SimilarRow]
+
+
+class NearDuplicatePage(SQLModel):
+    """Groups of near-duplicates in the order their first rows were created."""
+
+    items: list[NearDuplicateGroup]
+    next_cursor: str | None = Field(
+        description="Give it back as `cursor` for the next groups; null when every row was seen"
+    )
+    scanned: int = Field(description="Rows this page looked at")

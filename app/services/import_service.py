@@ -40,7 +40,7 @@ from typing import IO, Any, TypeVar
 
 from pydantic import ValidationError
 from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY, TEXT, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, BIGINT, INTEGER, TEXT, UUID
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.common.exceptions import AppException, PayloadTooLargeException, ValidationException
@@ -51,7 +51,7 @@ from app.models.dataset import Dataset
 from app.models.row import FileFormat, ImportResult, JsonlRow, RowStatus
 from app.models.user import User
 from app.services import dataset_service
-from app.services.image_fetch import ImageFetcher
+from app.services.image_fetch import FetchedImage, ImageFetcher
 from app.services.row_service import field_rules
 from app.services.row_values import PENDING, by_field_id, computed_status, validate_data
 
@@ -77,10 +77,13 @@ T = TypeVar("T")
 csv.field_size_limit(sys.maxsize)
 
 _INSERT = text("""INSERT INTO dataset_rows (id, dataset_id, image_url, image_hash, data, status,
-                                 created_by, updated_by, created_at, updated_at)
+                                 created_by, updated_by, created_at, updated_at, image_width,
+                                 image_height, image_format, image_bytes, image_dhash)
        SELECT u.id, :dataset_id, u.url, u.hash, CAST(u.data AS jsonb), u.status,
-              author.id, author.id, :now, :now
-         FROM unnest(:ids, :urls, :hashes, :datas, :statuses) AS u(id, url, hash, data, status)
+              author.id, author.id, :now, :now, u.width, u.height, u.format, u.bytes, u.dhash
+         FROM unnest(:ids, :urls, :hashes, :datas, :statuses, :widths, :heights, :formats,
+                     :sizes, :dhashes)
+              AS u(id, url, hash, data, status, width, height, format, bytes, dhash)
          LEFT JOIN users AS author ON author.id = :user_id
        ON CONFLICT (dataset_id, image_hash) DO NOTHING
        RETURNING id""").bindparams(
@@ -89,6 +92,23 @@ _INSERT = text("""INSERT INTO dataset_rows (id, dataset_id, image_url, image_has
     bindparam("hashes", type_=ARRAY(TEXT)),
     bindparam("datas", type_=ARRAY(TEXT)),
     bindparam("statuses", type_=ARRAY(TEXT)),
+    bindparam("widths", type_=ARRAY(INTEGER)),
+    bindparam("heights", type_=ARRAY(INTEGER)),
+    bindparam("formats", type_=ARRAY(TEXT)),
+    bindparam("sizes", type_=ARRAY(BIGINT)),
+    bindparam("dhashes", type_=ARRAY(BIGINT)),
+)
+_INSERT_ARRAYS = (
+    "ids",
+    "urls",
+    "hashes",
+    "datas",
+    "statuses",
+    "widths",
+    "heights",
+    "formats",
+    "sizes",
+    "dhashes",
 )
 
 
@@ -100,7 +120,7 @@ class _Candidate:
     image_url: str
     data: dict[str, Any]
     status: RowStatus | None = None
-    md5: str | None = None
+    image: FetchedImage | None = None
 
 
 Record = tuple[int, "_Candidate | str | None"]
@@ -473,7 +493,7 @@ class _Importer:
             async with gate:
                 try:
                     image = await self.fetcher.fetch(candidate.image_url)
-                    candidate.md5, candidate.image_url = image.md5, image.url
+                    candidate.image, candidate.image_url = image, image.url
                 except AppException as error:
                     failures[candidate.line] = error.message
                 except Exception:
@@ -505,33 +525,36 @@ class _Importer:
         (with a saver) goes in the same transaction, so counts never drift from the rows.
         """
         rules = await field_rules(self.session, self.dataset, lock_schema=True)
-        ids, urls, hashes, datas, statuses = [], [], [], [], []
+        values: dict[str, list[Any]] = {name: [] for name in _INSERT_ARRAYS}
         for candidate in batch:
             try:
                 data = validate_data(rules, candidate.data, apply_defaults=False)
             except ValidationException as error:
                 self.tally.invalid(candidate.line, error.message)
                 continue
-            ids.append(uuid.uuid4())
-            urls.append(candidate.image_url)
-            hashes.append(candidate.md5)
-            datas.append(json.dumps(data))
-            statuses.append(self._status(candidate, rules, data))
-        if ids:
+            assert candidate.image is not None
+            columns = candidate.image.columns()
+            for name, value in (
+                ("ids", uuid.uuid4()),
+                ("urls", candidate.image_url),
+                ("hashes", columns["image_hash"]),
+                ("datas", json.dumps(data)),
+                ("statuses", self._status(candidate, rules, data)),
+                ("widths", columns["image_width"]),
+                ("heights", columns["image_height"]),
+                ("formats", columns["image_format"]),
+                ("sizes", columns["image_bytes"]),
+                ("dhashes", columns["image_dhash"]),
+            ):
+                values[name].append(value)
+        if values["ids"]:
             result = await self.session.exec(  # type: ignore[call-overload]
                 _INSERT.bindparams(
-                    dataset_id=self.dataset.id,
-                    user_id=self.user_id,
-                    now=utcnow(),
-                    ids=ids,
-                    urls=urls,
-                    hashes=hashes,
-                    datas=datas,
-                    statuses=statuses,
+                    dataset_id=self.dataset.id, user_id=self.user_id, now=utcnow(), **values
                 )
             )
             inserted = len(result.all())
-            self.tally.written(inserted, len(ids) - inserted)
+            self.tally.written(inserted, len(values["ids"]) - inserted)
         if self.saver is not None:
             await self.saver(self.session, self.tally.checkpoint(through_line, final=final))
         await self.session.commit()

@@ -202,6 +202,7 @@ async def create_row(
         creator=user,
         updater=user,
     )
+    row.sqlmodel_update(image.columns())
     await _save(session, row, team_id=user.team_id)
     return row
 
@@ -250,7 +251,8 @@ async def update_row(
     row = await _row_record(session, dataset_id=dataset.id, row_id=row_id, lock=True)
     was_reviewed = row.status == "reviewed"
     if image is not None:
-        row.image_url, row.image_hash = image.url, image.md5
+        row.image_url = image.url
+        row.sqlmodel_update(image.columns())
     if data.data is not None:
         changes = {**row.data, **by_field_id(rules, data.data)} if merge else data.data
         row.data = validate_data(rules, changes, apply_defaults=False)

@@ -23,7 +23,8 @@ from app.common.exceptions import (
     RateLimitedException,
     ValidationException,
 )
-from app.domain.thumbnails import MEDIA_TYPE, ThumbnailError, make_thumbnail
+from app.domain.images import ImageError
+from app.domain.thumbnails import MEDIA_TYPE, make_thumbnail
 from app.models.base import utcnow
 from app.services.image_fetch import ImageFetcher
 
@@ -110,7 +111,7 @@ async def thumbnail(
             raise ConflictException("The image at the row's URL has changed since it was stored")
         try:
             content = await asyncio.to_thread(make_thumbnail, data, size)
-        except ThumbnailError as error:
+        except ImageError as error:
             raise ValidationException.for_field("image_url", str(error)) from None
     try:
         await session.exec(  # type: ignore[call-overload]

@@ -11,7 +11,11 @@ then for every redirect hop:
 - streams the body as sent on the wire (never decompressed), hashing it with MD5, and stops at
   `max_bytes` (413) or after `timeout` seconds for the whole fetch, redirects included (400);
 - accepts the body only if its first bytes are those of an image
-  (`sniffing.sniff_image_type`), whatever the URL or the content type says.
+  (`sniffing.sniff_image_type`), whatever the URL or the content type says, and then only if
+  Pillow decodes it (`app.domain.images.describe_image`, at most `max_pixels` pixels), which
+  also gives the image's width, height, format and perceptual hash. Decoding runs in a thread,
+  at most `DECODE_SLOTS` at once per process, so the event loop keeps serving and a burst of
+  large images cannot take every core.
 
 `allow_private` lifts the address rule only (for a local network or tests).
 
@@ -25,6 +29,7 @@ import asyncio
 import hashlib
 import ipaddress
 import logging
+import os
 from dataclasses import dataclass
 from typing import Final
 
@@ -32,6 +37,14 @@ import aiohttp
 from yarl import URL
 
 from app.common.exceptions import ErrorDetail, PayloadTooLargeException
+from app.common.settings import Settings
+from app.domain.images import (
+    DEFAULT_MAX_PIXELS,
+    ImageError,
+    ImageFacts,
+    TooManyPixels,
+    describe_image,
+)
 from app.services.image_fetch.pinned_connector import (
     CONNECT_TIMEOUT,
     Resolver,
@@ -55,6 +68,8 @@ logger = logging.getLogger(__name__)
 MAX_REDIRECTS: Final = 3
 REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 READ_CHUNK: Final = 64 * 1024
+DECODE_SLOTS: Final = max(1, os.cpu_count() or 1)
+"""Images one fetcher (one per process) decodes at once: one per core."""
 
 
 @dataclass(frozen=True)
@@ -73,24 +88,37 @@ class FetchedImage:
         size: The body's size in bytes.
         url: The normalized URL as first requested (see `check_url`), to be stored.
         final_url: The URL the body came from, after redirects (normalized the same way).
+        facts: Width, height, format and perceptual hash, from decoding the body.
     """
 
     md5: str
     size: int
     url: str
     final_url: str
+    facts: ImageFacts
+
+    def columns(self) -> dict[str, str | int]:
+        """The row columns this image sets: its MD5 and facts (not the URL)."""
+        return {
+            "image_hash": self.md5,
+            "image_width": self.facts.width,
+            "image_height": self.facts.height,
+            "image_format": self.facts.format,
+            "image_bytes": self.size,
+            "image_dhash": self.facts.dhash,
+        }
 
 
 @dataclass(frozen=True)
 class _Body:
-    """The hash and size of a body that passed the image check."""
+    """The hash, size and facts of a body that passed the image checks."""
 
     md5: str
     size: int
+    facts: ImageFacts
 
 
-def _too_large(max_bytes: int) -> PayloadTooLargeException:
-    message = f"image exceeds {max_bytes} bytes"
+def _too_large(message: str) -> PayloadTooLargeException:
     return PayloadTooLargeException(
         f"{FIELD}: {message}", details=[ErrorDetail(field=FIELD, message=message)]
     )
@@ -106,6 +134,7 @@ class ImageFetcher:
         max_bytes: int,
         timeout: float,
         allow_private: bool,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
         resolver: Resolver | None = None,
     ) -> None:
         """Create a fetcher.
@@ -117,6 +146,7 @@ class ImageFetcher:
             timeout: Seconds allowed for the whole fetch, redirects included
                 (setting IMAGE_FETCH_TIMEOUT).
             allow_private: Lift the address rule (setting ALLOW_PRIVATE_IMAGE_URLS).
+            max_pixels: The largest image decoded, in pixels (setting IMAGE_MAX_PIXELS).
             resolver: Host name resolution, `resolve_host` by default; tests stub it.
         """
         self._client = client
@@ -126,7 +156,21 @@ class ImageFetcher:
             total=timeout, sock_connect=min(timeout, CONNECT_TIMEOUT)
         )
         self._allow_private = allow_private
+        self._max_pixels = max_pixels
+        self._decoding = asyncio.Semaphore(DECODE_SLOTS)
         self._resolver = resolver or resolve_host
+
+    @classmethod
+    def from_settings(cls, client: aiohttp.ClientSession, settings: Settings) -> ImageFetcher:
+        """The fetcher the settings describe (IMAGE_MAX_BYTES, IMAGE_FETCH_TIMEOUT,
+        ALLOW_PRIVATE_IMAGE_URLS, IMAGE_MAX_PIXELS)."""
+        return cls(
+            client,
+            max_bytes=settings.image_max_bytes,
+            timeout=settings.image_fetch_timeout,
+            allow_private=settings.allow_private_image_urls,
+            max_pixels=settings.image_max_pixels,
+        )
 
     async def download(self, url: str) -> tuple[FetchedImage, bytes]:
         """Like `fetch`, and also return the image's bytes (at most `max_bytes` in memory).
@@ -146,12 +190,13 @@ class ImageFetcher:
 
         Returns:
             The image's MD5 (lowercase hex), size, the normalized URL to store (the first one
-            requested, see `FetchedImage`) and the URL after redirects.
+            requested, see `FetchedImage`), the URL after redirects, and what decoding it
+            told (`ImageFacts`).
 
         Raises:
             ValidationException: Bad URL, address not public, too many redirects, non-2xx
-                answer, network failure, timeout, or a body that is not an image.
-            PayloadTooLargeException: The body exceeds `max_bytes`.
+                answer, network failure, timeout, or a body that is not a decodable image.
+            PayloadTooLargeException: The body exceeds `max_bytes`, or the image `max_pixels`.
         """
         try:
             async with asyncio.timeout(self._timeout):
@@ -176,6 +221,7 @@ class ImageFetcher:
                     size=outcome.size,
                     url=str(requested.url),
                     final_url=str(target.url),
+                    facts=outcome.facts,
                 )
             if redirects == MAX_REDIRECTS:
                 logger.info("Too many redirects from %s", redact_url(url))
@@ -278,33 +324,46 @@ class ImageFetcher:
     async def _read_image(
         self, response: aiohttp.ClientResponse, target: CheckedUrl, keep: bytearray | None
     ) -> _Body:
-        """Stream the body, enforcing the size cap and the image check, and hash it (and keep
-        it in `keep`, when given)."""
+        """Stream the body, enforcing the size cap and the image check, hash it, then decode
+        it (the bytes are also left in `keep`, when given)."""
+        too_large = f"image exceeds {self._max_bytes} bytes"
         if response.content_length is not None and response.content_length > self._max_bytes:
-            raise _too_large(self._max_bytes)
+            raise _too_large(too_large)
         digest = hashlib.md5(usedforsecurity=False)
-        size = 0
-        head = b""
-        sniffed = False
+        body = bytearray() if keep is None else keep
         async for chunk in response.content.iter_chunked(READ_CHUNK):
-            size += len(chunk)
-            if size > self._max_bytes:
+            if len(body) + len(chunk) > self._max_bytes:
                 logger.info("Image too large: %s", redact_url(target.url))
-                raise _too_large(self._max_bytes)
+                raise _too_large(too_large)
             digest.update(chunk)
-            if keep is not None:
-                keep += chunk
-            if not sniffed:
-                head += chunk[: SNIFF_BYTES - len(head)]
-                if len(head) >= SNIFF_BYTES:
-                    self._require_image(head, target)
-                    sniffed = True
-        if not sniffed:
-            self._require_image(head, target)
-        return _Body(md5=digest.hexdigest(), size=size)
+            sniffed = len(body) >= SNIFF_BYTES
+            body += chunk
+            if not sniffed and len(body) >= SNIFF_BYTES:
+                self._require_image(body[:SNIFF_BYTES], target)
+        if len(body) < SNIFF_BYTES:
+            self._require_image(bytes(body), target)
+        facts = await self._decode(bytes(body), target)
+        return _Body(md5=digest.hexdigest(), size=len(body), facts=facts)
+
+    async def _decode(self, data: bytes, target: CheckedUrl) -> ImageFacts:
+        """Decode the body off the event loop (see `DECODE_SLOTS`).
+
+        Raises:
+            PayloadTooLargeException: for an image over `max_pixels`.
+            ValidationException: for bytes Pillow cannot decode.
+        """
+        async with self._decoding:
+            try:
+                return await asyncio.to_thread(describe_image, data, max_pixels=self._max_pixels)
+            except TooManyPixels:
+                logger.info("Image has too many pixels: %s", redact_url(target.url))
+                raise _too_large(f"image exceeds {self._max_pixels} pixels") from None
+            except ImageError:
+                logger.info("Image cannot be decoded: %s", redact_url(target.url))
+                raise invalid("not an image (it cannot be decoded)") from None
 
     @staticmethod
-    def _require_image(head: bytes, target: CheckedUrl) -> None:
-        if sniff_image_type(head) is None:
+    def _require_image(head: bytes | bytearray, target: CheckedUrl) -> None:
+        if sniff_image_type(bytes(head)) is None:
             logger.info("Not an image: %s", redact_url(target.url))
             raise invalid("not an image (unrecognised bytes)")

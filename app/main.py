@@ -26,6 +26,7 @@ from app.routes import (
     auth,
     datasets,
     health,
+    image_backfills,
     imports,
     near_duplicates,
     rows,
@@ -146,6 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         rows,
         near_duplicates,
         imports,
+        image_backfills,
         webhooks,
     )
     for module in routers:

@@ -28,9 +28,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.common.database import asyncpg_dsn
 from app.common.settings import Settings
-from app.services import import_jobs, webhook_delivery
+from app.services import image_backfill, import_jobs, webhook_delivery
 from app.services.image_fetch import ImageFetcher
-from app.services.job_queue import IMPORT_PART, WEBHOOK_DELIVERY
+from app.services.job_queue import IMAGE_BACKFILL, IMPORT_PART, WEBHOOK_DELIVERY
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ class Entrypoint:
 ENTRYPOINTS: dict[str, Entrypoint] = {
     IMPORT_PART: Entrypoint(import_jobs.run_part, retries=import_jobs.PART_RETRIES),
     WEBHOOK_DELIVERY: Entrypoint(webhook_delivery.deliver, retries=webhook_delivery.QUEUE_RETRIES),
+    IMAGE_BACKFILL: Entrypoint(image_backfill.run, retries=image_backfill.RETRIES),
 }
 """Every kind of job a worker runs, by queue entrypoint name."""
 

@@ -31,6 +31,7 @@ TABLES = (
     "import_jobs",
     "import_job_parts",
     "import_job_errors",
+    "image_backfills",
     "webhook_endpoints",
     "webhook_deliveries",
     "pgqueuer",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
+import random
 import socket
 import ssl
 import struct
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from PIL import Image
+from PIL import Image, ImageDraw
 
 import app.domain.images  # noqa: F401  (registers the HEIF format with Pillow)
 
@@ -358,3 +359,20 @@ class ImageServer:
         with self._lock:
             route = self._routes.get(path)
         return route if route is not None else Route(status=404, body=b"not found")
+
+
+def scene(seed: int, size: tuple[int, int] = (160, 120), kind: str = "PNG") -> bytes:
+    """A picture of random rectangles drawn from `seed`: the same seed at another size or in
+    another format is a near-duplicate (a few hash bits apart), another seed a different image."""
+    chooser = random.Random(seed)
+    base = Image.new("RGB", (160, 120), (128, 128, 128))
+    draw = ImageDraw.Draw(base)
+    for _ in range(12):
+        left, top = chooser.randrange(150), chooser.randrange(110)
+        right, bottom = left + chooser.randrange(10, 80), top + chooser.randrange(10, 60)
+        draw.rectangle(
+            (left, top, right, bottom), fill=tuple(chooser.randrange(256) for _ in "rgb")
+        )
+    output = io.BytesIO()
+    base.resize(size).save(output, format=kind)
+    return output.getvalue()

@@ -171,10 +171,18 @@ async def test_upgrade_keeps_every_row_counter_and_login_of_the_first_release(
                     f"/api/v1/datasets/{ids['dataset']}/rows", params={"page_size": 100}
                 )
                 assert rows.json()["total"] == 30
+                assert {row["image_dhash"] for row in rows.json()["items"]} == {None}
+                backfills = await client.get(f"/api/v1/datasets/{ids['dataset']}/image-backfills")
+                queued = backfills.json()["items"]
+                assert [(item["state"], item["total"]) for item in queued] == [("queued", 30)]
 
         conn = await asyncpg.connect(asyncpg_dsn(url))
         try:
             assert await _snapshot(conn, columns) == before
+            jobs = await conn.fetch("SELECT entrypoint, payload FROM pgqueuer")
+            assert [(job["entrypoint"], bytes(job["payload"]).decode()) for job in jobs] == [
+                ("image.backfill", queued[0]["id"])
+            ], "the upgrade queues the backfill its workers will run"
             await conn.execute(
                 "UPDATE dataset_rows SET status = 'reviewed' WHERE status = 'pending'"
             )

@@ -14,6 +14,7 @@ from typing import Literal
 from sqlalchemy import CheckConstraint, DateTime, Index, String, text
 from sqlmodel import Field, SQLModel
 
+from app.common.pagination import Page
 from app.models.base import id_field, timestamp_field, user_ref_field
 
 BackfillState = Literal["queued", "running", "done", "failed"]
@@ -46,7 +47,7 @@ class ImageBackfillBase(SQLModel):
 
 
 class ImageBackfill(ImageBackfillBase, table=True):
-    """One backfill of one dataset (queries reach it through the dataset's team)."""
+    """One backfill of one dataset; `team_id` scopes every query on it."""
 
     __tablename__ = "image_backfills"
     __table_args__ = (
@@ -55,6 +56,7 @@ class ImageBackfill(ImageBackfillBase, table=True):
             name="image_backfills_state_check",
         ),
         Index("image_backfills_dataset_idx", "dataset_id", "created_at"),
+        Index("image_backfills_team_idx", "team_id", "id"),
         Index(
             ACTIVE_BACKFILL_KEY,
             "dataset_id",
@@ -64,6 +66,7 @@ class ImageBackfill(ImageBackfillBase, table=True):
     )
 
     id: uuid.UUID = id_field()
+    team_id: uuid.UUID = Field(foreign_key="teams.id", ondelete="CASCADE", nullable=False)
     state: BackfillState = Field(default="queued", sa_type=String(10))
     total: int = 0
     processed: int = 0
@@ -81,3 +84,7 @@ class ImageBackfill(ImageBackfillBase, table=True):
 
 class ImageBackfillPublic(ImageBackfillBase):
     pass
+
+
+class ImageBackfillPage(Page[ImageBackfillPublic]):
+    """A page of a dataset's image backfills, newest first."""

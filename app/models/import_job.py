@@ -11,7 +11,15 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import CheckConstraint, Column, DateTime, Index, LargeBinary, String
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    LargeBinary,
+    SmallInteger,
+    String,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -32,6 +40,9 @@ class ImportJobBase(SQLModel):
     file_name: str | None = Field(sa_type=String(255))
     file_bytes: int
     mark_all_pending: bool
+    skip_near_duplicates: int | None = Field(
+        default=None, sa_type=SmallInteger, description="The import's near-duplicate distance"
+    )
     state: ImportState = Field(sa_type=String(16))
     total: int = Field(description="Records (non-blank lines or CSV records) in the file")
     processed: int = Field(description="Records handled so far (imported, duplicate or invalid)")

@@ -33,6 +33,9 @@ FileFormat = Literal["csv", "jsonl"]
 IMAGE_UNIQUE_KEY = "dataset_rows_dataset_image_key"
 """Unique constraint on (dataset_id, image_hash): one image at most once per dataset."""
 MAX_BULK_IDS = 1000
+SKIP_NEAR_DUPLICATES = """Also skip images within this many bits (0-16) of the perceptual hash of
+an image already in the dataset or earlier in the file; they count in `skipped_duplicates`.
+Absent: only identical images (same MD5) are skipped."""
 ROW_WORDS = "to_tsvector('simple'::regconfig, aitrace_row_words(data))"
 """The words the full-text search `q` looks in, through the index `dataset_rows_words_idx` (the
 query must use this very expression); `aitrace_row_words` is created by revision 0003."""
@@ -287,6 +290,9 @@ class ImportRequest(RequestModel):
         'column names; "" = not mapped. Absent (or null, {}) with jsonl',
     )
     mark_all_pending: bool = False
+    skip_near_duplicates: int | None = Field(
+        default=None, ge=0, le=16, description=SKIP_NEAR_DUPLICATES
+    )
 
 
 class ImportMapping(RequestModel):
@@ -299,8 +305,9 @@ class JsonlRow(RequestModel):
     """One line of a JSON Lines import.
 
     The other keys an export writes (`id`, `image_hash`, `created_at`, `updated_at`,
-    `created_by_email`, `updated_by_email`) are accepted and ignored: an imported row gets a new
-    id and timestamps, the importer as author, and the hash of the image as fetched.
+    `created_by_email`, `updated_by_email`, the image facts) are accepted and ignored: an
+    imported row gets a new id and timestamps, the importer as author, and the hash and facts
+    of the image as fetched.
     """
 
     image_url: str
@@ -312,6 +319,11 @@ class JsonlRow(RequestModel):
     updated_at: Any = None
     created_by_email: Any = None
     updated_by_email: Any = None
+    image_width: Any = None
+    image_height: Any = None
+    image_format: Any = None
+    image_bytes: Any = None
+    image_dhash: Any = None
 
 
 class ImportResult(SQLModel):

@@ -24,8 +24,11 @@ from starlette.datastructures import FormData, UploadFile
 from app.common.exceptions import MALFORMED_JSON, ValidationException
 from app.models.row import FileFormat, ImportMapping, ImportRequest
 from app.services.import_service import check_import_file, check_import_text, text_lines
+from app.services.near_duplicates import MAX_DISTANCE
 
-FORM_FIELDS = frozenset({"file", "format", "column_mapping", "mark_all_pending"})
+FORM_FIELDS = frozenset(
+    {"file", "format", "column_mapping", "mark_all_pending", "skip_near_duplicates"}
+)
 FORMATS: dict[str, FileFormat] = {"csv": "csv", "jsonl": "jsonl"}
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 """File names that make an upload JSON Lines when its form has no `format` part."""
@@ -41,6 +44,7 @@ class ImportUpload:
     format: FileFormat
     column_mapping: dict[str, str | None] | None
     mark_all_pending: bool
+    skip_near_duplicates: int | None = None
     form: FormData | None = field(default=None, repr=False)
     file_name: str | None = None
     file_bytes: int = 0
@@ -96,6 +100,7 @@ async def _from_json(request: Request, max_bytes: int) -> ImportUpload:
         format=data.format,
         column_mapping=data.column_mapping,
         mark_all_pending=data.mark_all_pending,
+        skip_near_duplicates=data.skip_near_duplicates,
     )
 
 
@@ -106,6 +111,18 @@ def _form_flag(value: Any) -> bool:
     if word in _FALSE:
         return False
     raise ValidationException.for_field("body.mark_all_pending", "must be true or false")
+
+
+def _form_distance(value: Any) -> int | None:
+    """The `skip_near_duplicates` part: absent or empty, or a whole number 0-16."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    word = value.strip() if isinstance(value, str) else ""
+    if not (word.isascii() and word.isdigit() and int(word) <= MAX_DISTANCE):
+        raise ValidationException.for_field(
+            "body.skip_near_duplicates", f"must be a whole number from 0 to {MAX_DISTANCE}"
+        )
+    return int(word)
 
 
 def _form_format(value: Any, upload: UploadFile) -> FileFormat:
@@ -145,6 +162,7 @@ async def _from_multipart(request: Request, max_bytes: int) -> ImportUpload:
         fmt = _form_format(form.get("format"), upload)
         mapping = _form_mapping(form.get("column_mapping"))
         mark_all_pending = _form_flag(form.get("mark_all_pending", "false"))
+        skip_near_duplicates = _form_distance(form.get("skip_near_duplicates"))
         size = await asyncio.to_thread(check_import_file, upload.file, max_bytes=max_bytes, fmt=fmt)
         lines = io.TextIOWrapper(upload.file, encoding="utf-8-sig", newline="")
     except BaseException:
@@ -155,6 +173,7 @@ async def _from_multipart(request: Request, max_bytes: int) -> ImportUpload:
         format=fmt,
         column_mapping=mapping,
         mark_all_pending=mark_all_pending,
+        skip_near_duplicates=skip_near_duplicates,
         form=form,
         file_name=printable_name(upload.filename),
         file_bytes=size,

@@ -92,6 +92,7 @@ async def submit_import(
                 format=upload.format,
                 column_mapping=upload.column_mapping,
                 mark_all_pending=upload.mark_all_pending,
+                skip_near_duplicates=upload.skip_near_duplicates,
                 file_name=upload.file_name,
                 file_bytes=upload.file_bytes,
             ),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, Query
 
@@ -52,6 +52,18 @@ def _field_filters(written: list[str]) -> tuple[FieldFilter, ...]:
     return tuple(parsed)
 
 
+PixelBound = Annotated[
+    int | None,
+    Query(
+        ge=0,
+        le=2**31 - 1,
+        description="Image size bound in pixels, inclusive (`min_width`, `max_width`, "
+        "`min_height`, `max_height`); rows whose image facts are not recorded yet never match",
+    ),
+]
+ImageFormat = Literal["png", "jpeg", "gif", "webp", "bmp", "tiff", "avif", "heif"]
+
+
 def row_filters(
     filter: Annotated[list[str] | None, Query(description=FILTER_DESCRIPTION)] = None,
     q: Annotated[
@@ -83,6 +95,14 @@ def row_filters(
     updated_before: Annotated[
         datetime | None, Query(description="Last changed before this time")
     ] = None,
+    min_width: PixelBound = None,
+    max_width: PixelBound = None,
+    min_height: PixelBound = None,
+    max_height: PixelBound = None,
+    image_format: Annotated[
+        list[ImageFormat] | None,
+        Query(description="Only images of these formats (repeat for more)"),
+    ] = None,
 ) -> RowFilters:
     """Gather a listing's filters other than status; they combine with AND."""
     return RowFilters(
@@ -96,6 +116,11 @@ def row_filters(
         created_before=_aware(created_before),
         updated_after=_aware(updated_after),
         updated_before=_aware(updated_before),
+        min_width=min_width,
+        max_width=max_width,
+        min_height=min_height,
+        max_height=max_height,
+        image_formats=tuple(sorted(set(image_format or []))),
     )
 
 

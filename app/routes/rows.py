@@ -19,6 +19,7 @@ from app.common.pagination import CursorPage, Page, PageDep
 from app.common.settings import Settings
 from app.domain.thumbnails import MEDIA_TYPE, SIZES
 from app.models.row import (
+    SKIP_NEAR_DUPLICATES,
     BulkRowIds,
     BulkStatusUpdate,
     ClaimedRows,
@@ -262,6 +263,12 @@ IMPORT_FORM_SCHEMA: dict[str, Any] = {
             "id or name) → column names. Absent with jsonl",
         },
         "mark_all_pending": {"type": "boolean", "default": False},
+        "skip_near_duplicates": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 16,
+            "description": SKIP_NEAR_DUPLICATES,
+        },
     },
 }
 IMPORT_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -382,6 +389,7 @@ async def _run_import(
                 column_mapping=upload.column_mapping,
                 mark_all_pending=upload.mark_all_pending,
                 concurrency=settings.import_concurrency,
+                skip_near_duplicates=upload.skip_near_duplicates,
             )
 
 
@@ -485,6 +493,10 @@ async def export_rows(
         bool,
         Query(description="JSONL only: each row with its `history` (see rows-history)"),
     ] = False,
+    include_image_facts: Annotated[
+        bool,
+        Query(description="Add image_width, image_height, image_format, image_bytes, image_dhash"),
+    ] = False,
 ) -> StreamingResponse:
     """Download the dataset's rows as a streamed file, oldest first.
 
@@ -507,6 +519,11 @@ async def export_rows(
     row's entries oldest first, each `{action, changed_at, changed_by_email, changes}` with
     fields named as in `data`.
 
+    With `include_image_facts=true` each row also carries its image facts: CSV gets the
+    columns `image_width`, `image_height`, `image_format`, `image_bytes`, `image_dhash` after
+    `updated_by`, JSONL the same keys; a row whose facts are not recorded yet has them empty
+    (null).
+
     Each user may run `EXPORT_MAX_CONCURRENT_PER_USER` exports at once (default 2), counted
     across every server process sharing the database; one more answers `429 RATE_LIMITED` with
     `Retry-After`. Exports stream on a separate pool of `EXPORT_POOL_SIZE` connections (default
@@ -523,6 +540,7 @@ async def export_rows(
         fmt=format,
         formula_safe=formula_safe,
         include_history=include_history,
+        include_image_facts=include_image_facts,
     )
     await session.close()  # The request's connection is not held while the body streams.
     lease = await export_slots.lease_export_connection(

@@ -71,6 +71,7 @@ class ExportPlan:
     format: ExportFormat
     formula_safe: bool = True
     include_history: bool = False
+    include_image_facts: bool = False
 
     @property
     def filename(self) -> str:
@@ -86,6 +87,7 @@ async def plan_export(
     fmt: ExportFormat,
     formula_safe: bool = True,
     include_history: bool = False,
+    include_image_facts: bool = False,
 ) -> ExportPlan:
     """Check access and read what the export needs, before the body starts streaming.
 
@@ -100,7 +102,14 @@ async def plan_export(
     dataset = await dataset_service.get_dataset(session, team_id=team_id, dataset_id=dataset_id)
     fields = await schema_service.get_fields(session, schema_id=dataset.schema_id)
     return ExportPlan(
-        dataset.id, dataset.name, fields, only_reviewed, fmt, formula_safe, include_history
+        dataset.id,
+        dataset.name,
+        fields,
+        only_reviewed,
+        fmt,
+        formula_safe,
+        include_history,
+        include_image_facts,
     )
 
 
@@ -175,11 +184,21 @@ def _csv_copy(plan: ExportPlan) -> CopySpec:
             _timestamp("r.created_at"),
             _timestamp("r.updated_at"),
             text("u.email"),
+            *(IMAGE_FACT_COLUMNS.values() if plan.include_image_facts else ()),
         ]
     )
     return CopySpec(_select(plan, columns), [plan.dataset_id, *(str(f.id) for f in plan.fields)])
 
 
+IMAGE_FACT_COLUMNS = {
+    "image_width": "r.image_width",
+    "image_height": "r.image_height",
+    "image_format": "r.image_format",
+    "image_bytes": "r.image_bytes",
+    "image_dhash": "lpad(to_hex(r.image_dhash), 16, '0')",
+}
+"""The image facts `include_image_facts` adds, after the contract's columns or keys, by name;
+the hash as 16 hex digits, as rows show it (unrecorded facts are empty or null)."""
 HISTORY_JSON = """coalesce((SELECT jsonb_agg(jsonb_build_object(
         'action', h.action, 'changed_at', h.changed_at, 'changed_by_email', hu.email,
         'changes', h.changes) ORDER BY h.id)
@@ -211,6 +230,11 @@ def _jsonl_copy(plan: ExportPlan) -> CopySpec:
     history = (
         f", \"history\": ' || {keyed_by_name(HISTORY_JSON)} || '" if plan.include_history else ""
     )
+    if plan.include_image_facts:
+        history += "".join(
+            f", \"{name}\": ' || coalesce(to_json({value})::text, 'null') || '"
+            for name, value in IMAGE_FACT_COLUMNS.items()
+        )
     line = f"""'{{"id": "' || r.id || '", "image_url": ' || to_json(r.image_url)
         || ', "image_hash": "' || r.image_hash || '", "status": "' || r.status
         || '", "data": ' || {keyed_by_name("r.data::text")}
@@ -226,7 +250,15 @@ def _csv_header(plan: ExportPlan) -> bytes:
     if plan.formula_safe:
         names = [formula_safe_text(name) for name in names]
     csv.writer(buffer, lineterminator="\n").writerow(
-        ["image_url", *names, "status", "created_at", "updated_at", "updated_by"]
+        [
+            "image_url",
+            *names,
+            "status",
+            "created_at",
+            "updated_at",
+            "updated_by",
+            *(IMAGE_FACT_COLUMNS if plan.include_image_facts else ()),
+        ]
     )
     return buffer.getvalue().encode("utf-8")
 

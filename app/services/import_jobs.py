@@ -99,6 +99,7 @@ class Submission:
     format: FileFormat
     column_mapping: dict[str, str | None] | None
     mark_all_pending: bool
+    skip_near_duplicates: int | None
     file_name: str | None
     file_bytes: int
 
@@ -193,6 +194,7 @@ async def submit(
         file_name=upload.file_name,
         file_bytes=upload.file_bytes,
         mark_all_pending=upload.mark_all_pending,
+        skip_near_duplicates=upload.skip_near_duplicates,
         column_mapping=upload.column_mapping,
         header=split.header or None,
         created_by=user.id,
@@ -428,6 +430,7 @@ async def _import_part(
         records=record_source(lines, fmt, mapping, rules, line_offset=offset),
         label=RECORD_LABELS[fmt],
         mark_all_pending=job.mark_all_pending,
+        skip_near_duplicates=job.skip_near_duplicates,
         concurrency=concurrency,
         saver=_PartProgress(job.id, part.part).save,
         resume_after=part.done_through_line,

@@ -50,7 +50,7 @@ from app.models.base import utcnow
 from app.models.dataset import Dataset
 from app.models.row import FileFormat, ImportResult, JsonlRow, RowStatus
 from app.models.user import User
-from app.services import dataset_service
+from app.services import dataset_service, near_duplicates
 from app.services.image_fetch import FetchedImage, ImageFetcher
 from app.services.row_service import field_rules
 from app.services.row_values import PENDING, by_field_id, computed_status, validate_data
@@ -470,11 +470,13 @@ class _Importer:
         concurrency: int,
         label: str,
         saver: Saver | None,
+        skip_near_duplicates: int | None,
     ) -> None:
         self.session, self.fetcher = session, fetcher
         self.dataset, self.user_id = dataset, user_id
         self.mark_all_pending, self.concurrency = mark_all_pending, concurrency
         self.saver = saver
+        self.skip_near_duplicates = skip_near_duplicates
         self.tally = _Tally(label=label)
 
     async def run_batch(
@@ -517,6 +519,37 @@ class _Importer:
             return PENDING
         return candidate.status or computed_status(rules, data)
 
+    async def _without_near_duplicates(
+        self, batch: list[_Candidate], max_distance: int
+    ) -> list[_Candidate]:
+        """The batch without the images within `max_distance` bits of a stored row's image or
+        of an earlier image of the batch; those are counted as duplicates.
+
+        The dataset's near-duplicate lock is held to the batch's commit, so two imports into
+        one dataset cannot both add near copies of one image.
+        """
+        await near_duplicates.lock_dataset(self.session, self.dataset.id)
+        kept: list[_Candidate] = []
+        for candidate in batch:
+            assert candidate.image is not None
+            dhash = candidate.image.facts.dhash
+            near_kept = any(
+                near_duplicates.distance(dhash, other.image.facts.dhash) <= max_distance
+                for other in kept
+                if other.image is not None
+            )
+            if near_kept or await near_duplicates.near_rows(
+                self.session,
+                dataset_id=self.dataset.id,
+                dhash=dhash,
+                max_distance=max_distance,
+                limit=1,
+            ):
+                self.tally.written(0, 1)
+            else:
+                kept.append(candidate)
+        return kept
+
     async def _insert(self, batch: list[_Candidate], through_line: int, final: bool) -> None:
         """Write one batch in its own transaction; image-index conflicts are duplicates.
 
@@ -525,6 +558,8 @@ class _Importer:
         (with a saver) goes in the same transaction, so counts never drift from the rows.
         """
         rules = await field_rules(self.session, self.dataset, lock_schema=True)
+        if self.skip_near_duplicates is not None:
+            batch = await self._without_near_duplicates(batch, self.skip_near_duplicates)
         values: dict[str, list[Any]] = {name: [] for name in _INSERT_ARRAYS}
         for candidate in batch:
             try:
@@ -572,6 +607,7 @@ async def run_import(
     concurrency: int,
     saver: Saver | None = None,
     resume_after: int = 0,
+    skip_near_duplicates: int | None = None,
 ) -> _Tally:
     """Import `records` into `dataset` in batches of `BATCH_SIZE`, each committed on its own.
 
@@ -582,6 +618,8 @@ async def run_import(
             end with `final` set, even when nothing is left to insert.
         resume_after: Records starting on or before this line were settled by an earlier run
             and are skipped.
+        skip_near_duplicates: Also skip, as duplicates, images within this many bits of a
+            stored image of the dataset or of an earlier image of the file.
     """
     importer = _Importer(
         session,
@@ -592,6 +630,7 @@ async def run_import(
         concurrency=concurrency,
         label=label,
         saver=saver,
+        skip_near_duplicates=skip_near_duplicates,
     )
     batch: list[_Candidate] = []
     last_line = resume_after
@@ -649,6 +688,7 @@ async def import_rows(
     column_mapping: Mapping[str, str | None] | None,
     mark_all_pending: bool,
     concurrency: int,
+    skip_near_duplicates: int | None = None,
 ) -> ImportResult:
     """Import a CSV or JSON Lines file into a dataset.
 
@@ -660,6 +700,7 @@ async def import_rows(
         mark_all_pending: Store every row as `pending` instead of the computed status (or, in
             JSONL, the line's own `status`).
         concurrency: Images fetched at once (`IMPORT_CONCURRENCY`).
+        skip_near_duplicates: See `run_import`.
 
     Returns:
         The counts, and up to 100 `"Row N: reason"` messages (N = CSV line, header = 1), or
@@ -684,6 +725,7 @@ async def import_rows(
         label=RECORD_LABELS[fmt],
         mark_all_pending=mark_all_pending,
         concurrency=concurrency,
+        skip_near_duplicates=skip_near_duplicates,
     )
     logger.info(
         "Import (%s) into dataset %s: %d imported, %d duplicates, %d invalid",

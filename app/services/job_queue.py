@@ -19,6 +19,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 IMPORT_PART = "import.part"
 """Runs one part of a background import (`import_jobs.run_part`)."""
+IMAGE_BACKFILL = "image.backfill"
+"""Records the image facts of one dataset's older rows (`image_backfill.run`); revision 0011
+queues these by name too."""
 WEBHOOK_DELIVERY = "webhook.delivery"
 """Sends one webhook delivery (`webhook_delivery.deliver`)."""
 

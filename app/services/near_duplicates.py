@@ -30,6 +30,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, BIGINT, UUID
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.common.advisory_slots import slot_key
 from app.common.exceptions import ConflictException
 from app.domain.images import HASH_BITS
 from app.models.row import BAND_BITS, HASH_BANDS, DatasetRow, hash_band
@@ -45,6 +46,7 @@ SCAN_SECONDS: Final = 0.5
 """How long one page of the near-duplicates listing looks for groups before it answers with
 what it found and a cursor to go on from."""
 _ANCHOR_BATCH: Final = 200
+_LOCK_KIND: Final = b"near-dup-import"
 _BAND_MASK: Final = (1 << BAND_BITS) - 1
 _DISTANCE: Final = "bit_count((image_dhash # CAST(:hash AS bigint))::bit(64))"
 _ANY_BAND: Final = " OR ".join(
@@ -127,6 +129,16 @@ async def near_rows(
         )
     )
     return [Near(row_id=row.id, distance=row.distance) for row in found.all()]
+
+
+async def lock_dataset(session: AsyncSession, dataset_id: uuid.UUID) -> None:
+    """Hold the dataset's near-duplicate lock until the transaction ends (imports that skip
+    near-duplicates take it, so their checks and inserts happen one after the other)."""
+    await session.exec(  # type: ignore[call-overload]
+        text("SELECT pg_advisory_xact_lock(:key)").bindparams(
+            key=slot_key(_LOCK_KIND, dataset_id, 0)
+        )
+    )
 
 
 async def rows_by_id(

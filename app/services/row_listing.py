@@ -87,6 +87,11 @@ class RowFilters:
     created_before: datetime | None = None
     updated_after: datetime | None = None
     updated_before: datetime | None = None
+    min_width: int | None = None
+    max_width: int | None = None
+    min_height: int | None = None
+    max_height: int | None = None
+    image_formats: tuple[str, ...] = ()
 
     @property
     def narrows_beyond_status(self) -> bool:
@@ -228,10 +233,16 @@ async def _conditions(
         (filters.created_before, row.created_at, operator.lt),
         (filters.updated_after, row.updated_at, operator.ge),
         (filters.updated_before, row.updated_at, operator.lt),
+        (filters.min_width, row.image_width, operator.ge),
+        (filters.max_width, row.image_width, operator.le),
+        (filters.min_height, row.image_height, operator.ge),
+        (filters.max_height, row.image_height, operator.le),
     ]
     clauses.extend(
         compare(col(column), given) for given, column, compare in comparisons if given is not None
     )
+    if filters.image_formats:
+        clauses.append(col(row.image_format).in_(filters.image_formats))
     if filters.url_contains is not None:
         clauses.append(
             or_(

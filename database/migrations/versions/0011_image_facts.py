@@ -33,6 +33,7 @@ STATEMENTS = (
         ADD COLUMN image_bytes  BIGINT,
         ADD COLUMN image_dhash  BIGINT
     """,
+    "ALTER TABLE import_jobs ADD COLUMN skip_near_duplicates SMALLINT",
     """CREATE INDEX dataset_rows_image_size_idx
         ON dataset_rows (dataset_id, image_width, image_height)""",
     *(BAND_INDEX.format(band=band, shift=band * 16) for band in range(4)),
@@ -40,6 +41,7 @@ STATEMENTS = (
     CREATE TABLE image_backfills (
         id                UUID PRIMARY KEY,
         dataset_id        UUID NOT NULL REFERENCES datasets (id) ON DELETE CASCADE,
+        team_id           UUID NOT NULL REFERENCES teams (id) ON DELETE CASCADE,
         state             VARCHAR(10) NOT NULL,
         total             INTEGER NOT NULL DEFAULT 0,
         processed         INTEGER NOT NULL DEFAULT 0,
@@ -58,12 +60,13 @@ STATEMENTS = (
     )
     """,
     "CREATE INDEX image_backfills_dataset_idx ON image_backfills (dataset_id, created_at)",
+    "CREATE INDEX image_backfills_team_idx ON image_backfills (team_id, id)",
     """CREATE UNIQUE INDEX image_backfills_active_key ON image_backfills (dataset_id)
         WHERE state IN ('queued', 'running')""",
     """
     WITH started AS (
-        INSERT INTO image_backfills (id, dataset_id, state, total, created_at)
-        SELECT gen_random_uuid(), d.id, 'queued', d.rows_count, now()
+        INSERT INTO image_backfills (id, dataset_id, team_id, state, total, created_at)
+        SELECT gen_random_uuid(), d.id, d.team_id, 'queued', d.rows_count, now()
           FROM datasets d
          WHERE EXISTS (SELECT FROM dataset_rows r WHERE r.dataset_id = d.id)
         RETURNING id
@@ -85,5 +88,6 @@ def downgrade() -> None:
     for band in range(4):
         op.execute(f"DROP INDEX dataset_rows_dhash_band{band}_idx")
     op.execute("DROP INDEX dataset_rows_image_size_idx")
+    op.execute("ALTER TABLE import_jobs DROP COLUMN skip_near_duplicates")
     op.execute("""ALTER TABLE dataset_rows DROP COLUMN image_width, DROP COLUMN image_height,
         DROP COLUMN image_format, DROP COLUMN image_bytes, DROP COLUMN image_dhash""")

@@ -1,0 +1,208 @@
+"""Image facts: width, height, format, bytes and perceptual hash, recorded at fetch, shown on
+rows, filtered on, exported, and backfilled for rows stored before they were recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from httpx import AsyncClient
+
+from app.common.settings import Settings
+from app.domain.images import describe_image, hash_hex
+from tests.conftest import make_client, running_app
+from tests.factories import Catalog, create_dataset, create_row, create_schema, setup_instance
+from tests.helpers import assert_error, execute, fetch_all, fetch_value
+from tests.image_server import ImageServer, Route, encoded, png_bytes, scene
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    """The app runs its queue worker (for backfills), as `aitrace serve` does."""
+    return make_settings(run_worker=True, job_heartbeat_timeout=2)
+
+
+FACTS = ("image_width", "image_height", "image_format", "image_bytes", "image_dhash")
+
+
+def serve(image_server: ImageServer, data: bytes, **route: Any) -> str:
+    path = f"/facts/{uuid.uuid4().hex}"
+    image_server.add_route(path, Route(body=data, content_type="image/png", **route))
+    return image_server.url(path)
+
+
+async def test_a_row_shows_the_facts_of_its_image(
+    app: FastAPI, client: AsyncClient, catalog: Catalog, image_server: ImageServer
+) -> None:
+    wide = encoded("PNG", "wide", size=(300, 20))
+    row = await create_row(client, catalog, serve(image_server, wide))
+    expected = describe_image(wide)
+    assert {key: row[key] for key in FACTS} == {
+        "image_width": 300,
+        "image_height": 20,
+        "image_format": "png",
+        "image_bytes": len(wide),
+        "image_dhash": hash_hex(expected.dhash),
+    }
+    stored = await fetch_all(app, f"SELECT {', '.join(FACTS)} FROM dataset_rows")
+    assert stored == [{**{key: row[key] for key in FACTS}, "image_dhash": expected.dhash}]
+    photo = scene(7, (64, 48), "JPEG")
+    changed = await client.patch(
+        f"{catalog.rows_path}/{row['id']}",
+        json={"image_url": serve(image_server, photo)},
+        headers=catalog.member.headers,
+    )
+    assert changed.status_code == 200, changed.text
+    assert [changed.json()[key] for key in FACTS[:4]] == [64, 48, "jpeg", len(photo)]
+
+
+async def test_bytes_that_only_look_like_an_image_are_refused(
+    app: FastAPI, client: AsyncClient, catalog: Catalog, image_server: ImageServer
+) -> None:
+    for fake in (b"\x89PNG\r\n\x1a\n" + b"\x00" * 80, encoded("JPEG", "x", (64, 64))[:200]):
+        response = await client.post(
+            catalog.rows_path,
+            json={"image_url": serve(image_server, fake)},
+            headers=catalog.member.headers,
+        )
+        body = assert_error(response, 400, "VALIDATION_ERROR")
+        assert "cannot be decoded" in body["message"]
+    assert await fetch_value(app, "SELECT count(*) FROM dataset_rows") == 0
+
+
+async def test_an_image_over_the_pixel_cap_is_413(
+    make_settings: Any, image_server: ImageServer
+) -> None:
+    url = serve(image_server, encoded("PNG", "big", size=(100, 100)))
+    async with running_app(make_settings(image_max_pixels=9999)) as application:
+        async with make_client(application) as http:
+            admin = await setup_instance(http)
+            schema = await create_schema(http, admin)
+            dataset = await create_dataset(http, admin, schema["id"])
+            response = await http.post(
+                f"/api/v1/datasets/{dataset['id']}/rows",
+                json={"image_url": url},
+                headers=admin.headers,
+            )
+            body = assert_error(response, 413, "PAYLOAD_TOO_LARGE")
+            assert "9999 pixels" in body["message"]
+            assert await fetch_value(application, "SELECT count(*) FROM dataset_rows") == 0
+
+
+async def test_rows_are_filtered_by_size_and_format(
+    client: AsyncClient, catalog: Catalog, image_server: ImageServer
+) -> None:
+    small = await create_row(client, catalog, serve(image_server, encoded("PNG", "s", (40, 30))))
+    large = await create_row(client, catalog, serve(image_server, encoded("JPEG", "l", (400, 300))))
+
+    async def listed(**params: Any) -> list[str]:
+        response = await client.get(
+            catalog.rows_path, params=params, headers=catalog.member.headers
+        )
+        assert response.status_code == 200, response.text
+        return sorted(item["id"] for item in response.json()["items"])
+
+    assert await listed(min_width=100) == [large["id"]]
+    assert await listed(max_width=100) == [small["id"]]
+    assert await listed(min_height=30, max_height=30) == [small["id"]]
+    assert await listed(image_format="jpeg") == [large["id"]]
+    assert await listed(image_format=["png", "jpeg"]) == sorted([small["id"], large["id"]])
+    assert await listed(image_format="png", min_width=100) == []
+    for bad in ({"min_width": -1}, {"image_format": "svg"}, {"max_height": "tall"}):
+        response = await client.get(catalog.rows_path, params=bad, headers=catalog.member.headers)
+        assert_error(response, 400, "VALIDATION_ERROR")
+
+
+async def test_exports_carry_the_facts_only_when_asked(
+    client: AsyncClient, catalog: Catalog, image_server: ImageServer
+) -> None:
+    data = encoded("PNG", "export", (30, 10))
+    row = await create_row(client, catalog, serve(image_server, data))
+    export = f"/api/v1/datasets/{catalog.dataset['id']}/rows/export"
+    params: dict[str, Any] = {"only_reviewed": "false"}
+    plain = await client.get(export, params=params, headers=catalog.member.headers)
+    assert next(csv.reader(io.StringIO(plain.text)))[-1] == "updated_by"
+    with_facts = await client.get(
+        export, params={**params, "include_image_facts": "true"}, headers=catalog.member.headers
+    )
+    header, line = list(csv.reader(io.StringIO(with_facts.text)))
+    assert header[-5:] == list(FACTS)
+    assert line[-5:] == ["30", "10", "png", str(len(data)), row["image_dhash"]]
+    jsonl = await client.get(
+        export,
+        params={**params, "format": "jsonl", "include_image_facts": "true"},
+        headers=catalog.member.headers,
+    )
+    exported = json.loads(jsonl.text)
+    assert {key: exported[key] for key in FACTS} == {key: row[key] for key in FACTS}
+    again = await client.post(
+        f"{catalog.rows_path}/import",
+        json={"file_content": jsonl.text, "format": "jsonl"},
+        headers=catalog.member.headers,
+    )
+    assert again.json()["skipped_duplicates"] == 1, "the export imports back as it was"
+
+
+async def finished_backfill(client: AsyncClient, catalog: Catalog, location: str) -> Any:
+    for _ in range(600):
+        response = await client.get(location, headers=catalog.member.headers)
+        assert response.status_code == 200, response.text
+        if response.json()["state"] in ("done", "failed"):
+            return response.json()
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"backfill did not finish: {response.json()}")
+
+
+async def test_a_backfill_records_the_facts_of_older_rows(
+    app: FastAPI, client: AsyncClient, catalog: Catalog, image_server: ImageServer
+) -> None:
+    kept = [
+        await create_row(client, catalog, serve(image_server, scene(seed, (80, 60))))
+        for seed in range(3)
+    ]
+    moved_path = f"/facts/{uuid.uuid4().hex}"
+    image_server.add_image(moved_path, png_bytes("before"))
+    moved = await create_row(client, catalog, image_server.url(moved_path))
+    image_server.add_image(moved_path, png_bytes("after"))
+    slow = serve(image_server, scene(9, (80, 60)), chunk_size=64, chunk_delay=0.05)
+    slow_row = await create_row(client, catalog, slow)
+    gone_path = f"/facts/{uuid.uuid4().hex}"
+    image_server.add_image(gone_path, png_bytes("gone"))
+    await create_row(client, catalog, image_server.url(gone_path))
+    image_server.add_route(gone_path, Route(status=404))
+    await execute(app, f"UPDATE dataset_rows SET {' = NULL, '.join(FACTS)} = NULL")
+    path = f"/api/v1/datasets/{catalog.dataset['id']}/image-backfills"
+
+    refused = await client.post(path, headers=catalog.member.headers)
+    assert_error(refused, 403, "FORBIDDEN")
+    started = await client.post(path, headers=catalog.admin.headers)
+    assert started.status_code == 202, started.text
+    assert started.json()["total"] == 6
+    assert started.headers["location"] == f"/api/v1/image-backfills/{started.json()['id']}"
+    second = await client.post(path, headers=catalog.admin.headers)
+    assert_error(second, 409, "CONFLICT")
+
+    done = await finished_backfill(client, catalog, started.headers["location"])
+    counts = ("state", "processed", "updated", "changed", "failed", "requested_by")
+    assert [done[key] for key in counts] == ["done", 6, 4, 1, 1, catalog.admin.id]
+    for row in [*kept, slow_row]:
+        response = await client.get(
+            f"{catalog.rows_path}/{row['id']}", headers=catalog.member.headers
+        )
+        assert {key: response.json()[key] for key in FACTS} == {key: row[key] for key in FACTS}
+    assert (
+        await fetch_value(
+            app, "SELECT image_dhash FROM dataset_rows WHERE id = :id", id=uuid.UUID(moved["id"])
+        )
+        is None
+    )
+    listing = await client.get(path, headers=catalog.member.headers)
+    assert [item["id"] for item in listing.json()["items"]] == [done["id"]]
+    assert await fetch_value(app, "SELECT count(*) FROM row_history WHERE action = 'update'") == 0

@@ -20,6 +20,9 @@ from bench.scenarios import LatencyResult, measure_latency
 CURSOR_TARGET_MS = 15.0
 FILTER_TARGET_MS = 20.0
 SEARCH_TARGET_MS = 50.0
+SIMILAR_TARGET_MS = 50.0
+SIMILAR_DISTANCES = (4, 8, 12, 16)
+"""`max_distance` values of the similar-image search measured (8 is the route's default)."""
 CLAIM_TARGET_MS = 10.0
 CLAIMERS = 20
 CLAIMS_EACH = 25
@@ -37,9 +40,18 @@ def deep_cursor(api: Api, dataset_id: str) -> str:
     return cursor
 
 
-def scale_probes(dataset_id: str, cursor: str) -> list[tuple[str, str, float]]:
-    """Name, path and p50 target (ms) of each read measured on the big dataset."""
+def scale_probes(dataset_id: str, cursor: str, row_id: str) -> list[tuple[str, str, float]]:
+    """Name, path and p50 target (ms) of each read measured on the big dataset; `row_id` is
+    the row whose similar images are looked for (every seeded row has a random 64-bit hash)."""
     rows = f"/datasets/{dataset_id}/rows"
+    similar = [
+        (
+            f"1M: similar images, max_distance {distance}",
+            f"{rows}/{row_id}/similar?max_distance={distance}",
+            SIMILAR_TARGET_MS,
+        )
+        for distance in SIMILAR_DISTANCES
+    ]
     filtered = urlencode(
         [("filter", "label:eq:dog"), ("filter", "score:gte:0.2"), ("filter", "score:lt:0.6")]
     )
@@ -56,6 +68,7 @@ def scale_probes(dataset_id: str, cursor: str) -> list[tuple[str, str, float]]:
             f"{rows}?{urlencode({'filter': 'caption:contains:image 42424'})}",
             SEARCH_TARGET_MS,
         ),
+        *similar,
     ]
 
 
@@ -64,8 +77,9 @@ def measure_scale_reads(
 ) -> list[LatencyResult]:
     """Sequential latency of each scale probe, with its own target."""
     cursor = deep_cursor(api, dataset_id)
+    row_id = expect(api.get(f"/datasets/{dataset_id}/rows?page=500&page_size=1"))["items"][0]["id"]
     results = []
-    for name, path, target in scale_probes(dataset_id, cursor):
+    for name, path, target in scale_probes(dataset_id, cursor, row_id):
         result = measure_latency(api, name, path, requests, warmup)
         result.target_ms = target
         results.append(result)

@@ -10,7 +10,7 @@ import asyncpg
 INSERT_ROWS = """
 INSERT INTO dataset_rows
     (id, dataset_id, image_url, image_hash, data, status,
-     created_by, updated_by, created_at, updated_at)
+     created_by, updated_by, created_at, updated_at, image_dhash)
 SELECT gen_random_uuid(),
        $1::uuid,
        'https://images.example.com/bench/' || i || '.png',
@@ -25,7 +25,8 @@ SELECT gen_random_uuid(),
        $6::uuid,
        $6::uuid,
        now() - make_interval(secs => $7::int - i),
-       now() - make_interval(secs => $7::int - i) + make_interval(secs => (i::bigint * 7919) % 86400)
+       now() - make_interval(secs => $7::int - i) + make_interval(secs => (i::bigint * 7919) % 86400),
+       ('x' || substr(md5('dhash' || i), 1, 16))::bit(64)::bigint
   FROM generate_series(1, $7::int) AS i
 """
 

@@ -45,7 +45,7 @@ from tests.factories import (
     signup_team,
     unique_email,
 )
-from tests.helpers import fetch_all
+from tests.helpers import execute, fetch_all
 
 ImageUrl = Callable[..., str]
 
@@ -81,6 +81,7 @@ ADMIN_ONLY_OPERATIONS = {
     "webhooks-replace-secret",
     "webhooks-delete",
     "webhooks-deliveries",
+    "image-backfills-create",
 }
 
 
@@ -370,9 +371,10 @@ async def submit_import(http: AsyncClient, admin: Account, dataset_id: str, url:
 
 
 @pytest.fixture
-async def victim(http: AsyncClient, image_url: ImageUrl) -> Victim:
+async def victim(http: AsyncClient, signup_app: FastAPI, image_url: ImageUrl) -> Victim:
     """A team with an admin, another user, two schemas, a dataset on one of them, a row, a
-    queued background import, a webhook endpoint and an API key of the admin."""
+    queued background import, a finished image backfill, a webhook endpoint and an API key of
+    the admin."""
     admin = await setup_instance(http, team_name="Victim Team")
     target = await add_member(http, admin, "user", activate=False)
     schema = await create_schema(http, admin)
@@ -389,6 +391,11 @@ async def victim(http: AsyncClient, image_url: ImageUrl) -> Victim:
         "/api/v1/api-keys", json={"name": "script", "scopes": ["read"]}, headers=admin.headers
     )
     assert key.status_code == 201, key.text
+    backfill = await http.post(
+        f"/api/v1/datasets/{dataset['id']}/image-backfills", headers=admin.headers
+    )
+    assert backfill.status_code == 202, backfill.text
+    await execute(signup_app, "UPDATE image_backfills SET state = 'done'")
     return Victim(
         admin=admin,
         path_ids={
@@ -399,6 +406,7 @@ async def victim(http: AsyncClient, image_url: ImageUrl) -> Victim:
             "job_id": job_id,
             "webhook_id": webhook.json()["id"],
             "key_id": key.json()["id"],
+            "backfill_id": backfill.json()["id"],
         },
         spare_image_url=image_url(),
     )

@@ -21,7 +21,7 @@ from app.services.import_service import BATCH_SIZE
 from tests.conftest import make_client, running_app
 from tests.factories import Catalog, ImageUrl, add_member, remove_field, signup_team
 from tests.helpers import assert_error, fetch_all, fetch_value
-from tests.image_server import ImageServer, unique_png
+from tests.image_server import ImageServer, scene, unique_png
 
 FINAL_STATES = ("done", "failed", "cancelled")
 
@@ -408,3 +408,23 @@ async def test_a_team_has_a_cap_on_imports_queued_at_once(
     assert await fetch_value(app, "SELECT count(*) FROM import_jobs") == 1
     assert await fetch_value(app, "SELECT count(*) FROM import_job_parts") == 1
     assert await fetch_value(app, "SELECT count(*) FROM pgqueuer") == 1
+
+
+async def test_a_background_import_can_skip_near_duplicates(
+    app: FastAPI, client: AsyncClient, catalog: Catalog, image_server: ImageServer
+) -> None:
+    urls = []
+    for data in (scene(31), scene(31, (320, 240)), scene(32), scene(32, (80, 60), "JPEG")):
+        path = f"/near/{uuid.uuid4().hex}"
+        image_server.add_image(path, data)
+        urls.append(image_server.url(path))
+    content = "image_url\n" + "\n".join(urls) + "\n"
+    response = await submit(
+        client, catalog, content, mapping={"image_url": "image_url"}, skip_near_duplicates="4"
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["skip_near_duplicates"] == 4
+    done = await finished(client, catalog, response.json()["id"])
+    assert (done["state"], done["imported"], done["skipped_duplicates"]) == ("done", 2, 2)
+    stored = await fetch_all(app, "SELECT image_url FROM dataset_rows")
+    assert {row["image_url"] for row in stored} == {urls[0], urls[2]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import uuid
 
@@ -19,8 +20,8 @@ from tests.image_server import ImageServer, png_bytes
 
 def picture(width: int, height: int, tag: str) -> bytes:
     """A PNG of the given size whose pixels depend on `tag` (so each one hashes differently)."""
-    seed = sum(tag.encode())
-    image = Image.new("RGB", (width, height), (seed % 256, (seed * 7) % 256, 90))
+    shade = hashlib.sha256(tag.encode()).digest()
+    image = Image.new("RGB", (width, height), (shade[0], shade[1], shade[2]))
     output = io.BytesIO()
     image.save(output, format="PNG")
     return output.getvalue()

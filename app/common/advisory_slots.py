@@ -11,6 +11,13 @@ from __future__ import annotations
 import hashlib
 import uuid
 
+from sqlalchemy import text
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+TRY_XACT_LOCK = text("SELECT pg_try_advisory_xact_lock(:key)")
+"""Take the lock `:key` until the transaction ends, if it is free; true when taken."""
+_XACT_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+
 
 def slot_key(kind: bytes, owner_id: uuid.UUID, slot: int) -> int:
     """The advisory lock key (a signed 64-bit integer) of one slot of `owner_id` for `kind`.
@@ -22,3 +29,8 @@ def slot_key(kind: bytes, owner_id: uuid.UUID, slot: int) -> int:
         owner_id.bytes + slot.to_bytes(4, "big"), digest_size=8, person=kind
     ).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+async def hold_until_commit(session: AsyncSession, key: int) -> None:
+    """Wait for the advisory lock `key` and hold it until the session's transaction ends."""
+    await session.exec(_XACT_LOCK.bindparams(key=key))  # type: ignore[call-overload]

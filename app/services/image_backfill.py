@@ -18,12 +18,12 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from pgqueuer import Job, RetryRequested
+from pgqueuer import Job
 from sqlalchemy import bindparam, func, text
-from sqlalchemy.dialects.postgresql import ARRAY, BIGINT, INTEGER, TEXT, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -36,8 +36,9 @@ from app.models.image_backfill import ACTIVE_BACKFILL_KEY, ImageBackfill
 from app.models.row import DatasetRow
 from app.models.user import User
 from app.services import dataset_service
+from app.services.image_columns import image_array_params, image_arrays
 from app.services.image_fetch import FetchedImage, ImageFetcher
-from app.services.job_queue import IMAGE_BACKFILL, enqueue
+from app.services.job_queue import IMAGE_BACKFILL, enqueue, running_alone
 from app.services.team_scope import get_owned, page_where
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,6 @@ RETRIES = 5
 """Times an unexpected failure (a database restart) is retried before the backfill fails."""
 UNEXPECTED = "the backfill failed unexpectedly; start it again"
 _LOCK_KIND = b"img-backfill"
-_TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(:key)")
 _START = text("""UPDATE image_backfills
        SET state = 'running', started_at = COALESCE(started_at, now())
      WHERE id = :id AND state IN ('queued', 'running')
@@ -65,22 +65,8 @@ _STORE = text("""UPDATE dataset_rows AS r
       FROM unnest(:ids, :hashes, :widths, :heights, :formats, :sizes, :dhashes)
            AS u(id, hash, width, height, format, bytes, dhash)
      WHERE r.id = u.id AND r.dataset_id = :dataset_id AND r.image_hash = u.hash""").bindparams(
-    bindparam("ids", type_=ARRAY(UUID(as_uuid=True))),
-    bindparam("hashes", type_=ARRAY(TEXT)),
-    bindparam("widths", type_=ARRAY(INTEGER)),
-    bindparam("heights", type_=ARRAY(INTEGER)),
-    bindparam("formats", type_=ARRAY(TEXT)),
-    bindparam("sizes", type_=ARRAY(BIGINT)),
-    bindparam("dhashes", type_=ARRAY(BIGINT)),
+    bindparam("ids", type_=ARRAY(UUID(as_uuid=True))), *image_array_params()
 )
-_STORE_COLUMNS = {
-    "hashes": "image_hash",
-    "widths": "image_width",
-    "heights": "image_height",
-    "formats": "image_format",
-    "sizes": "image_bytes",
-    "dhashes": "image_dhash",
-}
 _PROGRESS = text("""UPDATE image_backfills
        SET processed = processed + :processed, updated = updated + :updated,
            changed = changed + :changed, failed = failed + :failed,
@@ -205,27 +191,24 @@ async def _run_batch(
 ) -> None:
     """Fetch a batch's images, then store their facts and the progress in one transaction."""
     fetched = await _fetch_batch(fetcher, rows, concurrency)
-    values: dict[str, list[Any]] = {"ids": [], **{name: [] for name in _STORE_COLUMNS}}
-    failed = changed = 0
-    for row, image in zip(rows, fetched):
-        if image is None:
-            failed += 1
-        elif image.md5 != row.image_hash:
-            changed += 1
-        else:
-            columns = image.columns()
-            values["ids"].append(row.id)
-            for name, column in _STORE_COLUMNS.items():
-                values[name].append(columns[column])
+    same = [
+        (row, image) for row, image in zip(rows, fetched) if image and image.md5 == row.image_hash
+    ]
+    failed = fetched.count(None)
+    changed = len(rows) - failed - len(same)
     stored = await session.exec(  # type: ignore[call-overload]
-        _STORE.bindparams(dataset_id=dataset_id, **values)
+        _STORE.bindparams(
+            dataset_id=dataset_id,
+            ids=[row.id for row, _ in same],
+            **image_arrays([image for _, image in same]),
+        )
     )
     moved = await session.exec(  # type: ignore[call-overload]
         _PROGRESS.bindparams(
             id=backfill_id,
             processed=len(rows),
             updated=stored.rowcount,
-            changed=changed + len(values["ids"]) - stored.rowcount,
+            changed=changed + len(same) - stored.rowcount,
             failed=failed,
             after_created=rows[-1].created_at,
             after_id=rows[-1].id,
@@ -286,12 +269,12 @@ async def run(job: Job, resources: Any) -> None:
     before the backfill is marked `failed`.
     """
     backfill_id = uuid.UUID((job.payload or b"").decode())
-    async with resources.engine.connect() as lock, lock.begin():
-        if not await lock.scalar(_TRY_LOCK, {"key": slot_key(_LOCK_KIND, backfill_id, 0)}):
-            raise RetryRequested(
-                delay=timedelta(seconds=resources.settings.job_heartbeat_timeout),
-                reason="the backfill is running on another worker",
-            )
+    async with running_alone(
+        resources.engine,
+        slot_key(_LOCK_KIND, backfill_id, 0),
+        retry_after=resources.settings.job_heartbeat_timeout,
+        what="the backfill",
+    ):
         async with resources.sessionmaker() as session:
             try:
                 await _backfill(

@@ -21,17 +21,16 @@ import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
-from pgqueuer import Job, RetryRequested
+from pgqueuer import Job
 from pydantic import BaseModel
 from sqlalchemy import bindparam, func, text
 from sqlalchemy.dialects.postgresql import ARRAY, INTEGER, TEXT
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.common.advisory_slots import slot_key
+from app.common.advisory_slots import hold_until_commit, slot_key
 from app.common.exceptions import (
     AppException,
     ConflictException,
@@ -54,7 +53,7 @@ from app.services.import_service import (
     run_import,
     text_lines,
 )
-from app.services.job_queue import IMPORT_PART, enqueue
+from app.services.job_queue import IMPORT_PART, enqueue, running_alone
 from app.services.row_service import field_rules
 from app.services.team_scope import get_owned, page_where
 
@@ -133,8 +132,6 @@ _STOP = text("""UPDATE import_jobs SET state = :state, error = :error, finished_
         WHERE id = :job_id AND state IN ('queued', 'running')
     RETURNING id""")
 _DROP_FILE = text("DELETE FROM import_job_parts WHERE job_id = :job_id")
-_TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(:key)")
-_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 
 
 async def _check_capacity(
@@ -148,9 +145,7 @@ async def _check_capacity(
     count and the commit, never while a large file is cut into parts.
     """
     if new_job is not None:
-        await session.exec(  # type: ignore[call-overload]
-            _LOCK.bindparams(key=slot_key(ACTIVE_SLOT, team_id, 0))
-        )
+        await hold_until_commit(session, slot_key(ACTIVE_SLOT, team_id, 0))
     active = (
         await session.exec(
             select(func.count())
@@ -445,13 +440,12 @@ async def run_part(job: Job, resources: Any) -> None:
     that reason; an unexpected error is retried `PART_RETRIES` times before it does.
     """
     ref = PartRef.model_validate_json(job.payload or b"{}")
-    async with resources.engine.connect() as lock, lock.begin():
-        key = slot_key(PART_LOCK, ref.job_id, ref.part)
-        if not await lock.scalar(_TRY_LOCK, {"key": key}):
-            raise RetryRequested(
-                delay=timedelta(seconds=resources.settings.job_heartbeat_timeout),
-                reason="the part is running on another worker",
-            )
+    async with running_alone(
+        resources.engine,
+        slot_key(PART_LOCK, ref.job_id, ref.part),
+        retry_after=resources.settings.job_heartbeat_timeout,
+        what="the part",
+    ):
         async with resources.sessionmaker() as session:
             try:
                 await _import_part(

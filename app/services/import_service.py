@@ -40,7 +40,7 @@ from typing import IO, Any, TypeVar
 
 from pydantic import ValidationError
 from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY, BIGINT, INTEGER, TEXT, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, TEXT, UUID
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.common.exceptions import AppException, PayloadTooLargeException, ValidationException
@@ -51,6 +51,7 @@ from app.models.dataset import Dataset
 from app.models.row import FileFormat, ImportResult, JsonlRow, RowStatus
 from app.models.user import User
 from app.services import dataset_service, near_duplicates
+from app.services.image_columns import image_array_params, image_arrays
 from app.services.image_fetch import FetchedImage, ImageFetcher
 from app.services.row_service import field_rules
 from app.services.row_values import PENDING, by_field_id, computed_status, validate_data
@@ -89,26 +90,9 @@ _INSERT = text("""INSERT INTO dataset_rows (id, dataset_id, image_url, image_has
        RETURNING id""").bindparams(
     bindparam("ids", type_=ARRAY(UUID(as_uuid=True))),
     bindparam("urls", type_=ARRAY(TEXT)),
-    bindparam("hashes", type_=ARRAY(TEXT)),
     bindparam("datas", type_=ARRAY(TEXT)),
     bindparam("statuses", type_=ARRAY(TEXT)),
-    bindparam("widths", type_=ARRAY(INTEGER)),
-    bindparam("heights", type_=ARRAY(INTEGER)),
-    bindparam("formats", type_=ARRAY(TEXT)),
-    bindparam("sizes", type_=ARRAY(BIGINT)),
-    bindparam("dhashes", type_=ARRAY(BIGINT)),
-)
-_INSERT_ARRAYS = (
-    "ids",
-    "urls",
-    "hashes",
-    "datas",
-    "statuses",
-    "widths",
-    "heights",
-    "formats",
-    "sizes",
-    "dhashes",
+    *image_array_params(),
 )
 
 
@@ -560,7 +544,8 @@ class _Importer:
         rules = await field_rules(self.session, self.dataset, lock_schema=True)
         if self.skip_near_duplicates is not None:
             batch = await self._without_near_duplicates(batch, self.skip_near_duplicates)
-        values: dict[str, list[Any]] = {name: [] for name in _INSERT_ARRAYS}
+        valid: list[tuple[_Candidate, dict[str, Any]]] = []
+        images: list[FetchedImage] = []
         for candidate in batch:
             try:
                 data = validate_data(rules, candidate.data, apply_defaults=False)
@@ -568,28 +553,23 @@ class _Importer:
                 self.tally.invalid(candidate.line, error.message)
                 continue
             assert candidate.image is not None
-            columns = candidate.image.columns()
-            for name, value in (
-                ("ids", uuid.uuid4()),
-                ("urls", candidate.image_url),
-                ("hashes", columns["image_hash"]),
-                ("datas", json.dumps(data)),
-                ("statuses", self._status(candidate, rules, data)),
-                ("widths", columns["image_width"]),
-                ("heights", columns["image_height"]),
-                ("formats", columns["image_format"]),
-                ("sizes", columns["image_bytes"]),
-                ("dhashes", columns["image_dhash"]),
-            ):
-                values[name].append(value)
-        if values["ids"]:
+            valid.append((candidate, data))
+            images.append(candidate.image)
+        if valid:
             result = await self.session.exec(  # type: ignore[call-overload]
                 _INSERT.bindparams(
-                    dataset_id=self.dataset.id, user_id=self.user_id, now=utcnow(), **values
+                    dataset_id=self.dataset.id,
+                    user_id=self.user_id,
+                    now=utcnow(),
+                    ids=[uuid.uuid4() for _ in valid],
+                    urls=[candidate.image_url for candidate, _ in valid],
+                    datas=[json.dumps(data) for _, data in valid],
+                    statuses=[self._status(candidate, rules, data) for candidate, data in valid],
+                    **image_arrays(images),
                 )
             )
             inserted = len(result.all())
-            self.tally.written(inserted, len(values["ids"]) - inserted)
+            self.tally.written(inserted, len(valid) - inserted)
         if self.saver is not None:
             await self.saver(self.session, self.tally.checkpoint(through_line, final=final))
         await self.session.commit()

@@ -14,17 +14,15 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.common.advisory_slots import slot_key
+from app.common.advisory_slots import TRY_XACT_LOCK, slot_key
 from app.common.exceptions import RateLimitedException
 
 RETRY_AFTER_SECONDS = 10
 """Suggested wait before retrying a refused import (imports usually take seconds)."""
 
 IMPORT_SLOT = b"aitrace-import"
-_TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(:key)")
 
 
 @asynccontextmanager
@@ -39,7 +37,9 @@ async def import_slot(engine: AsyncEngine, *, team_id: uuid.UUID, limit: int) ->
     """
     async with engine.connect() as connection, connection.begin():
         for slot in range(limit):
-            if await connection.scalar(_TRY_LOCK, {"key": slot_key(IMPORT_SLOT, team_id, slot)}):
+            if await connection.scalar(
+                TRY_XACT_LOCK, {"key": slot_key(IMPORT_SLOT, team_id, slot)}
+            ):
                 yield slot
                 return
     raise RateLimitedException(

@@ -9,13 +9,17 @@ lost) after `JOB_HEARTBEAT_TIMEOUT` seconds.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import cast
 
 import asyncpg
-from pgqueuer import AsyncpgDriver, Queries
+from pgqueuer import AsyncpgDriver, Queries, RetryRequested
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.common.advisory_slots import TRY_XACT_LOCK
 
 IMPORT_PART = "import.part"
 """Runs one part of a background import (`import_jobs.run_part`)."""
@@ -61,3 +65,24 @@ async def enqueue(
         [delay] * count,
     )
     return [int(job_id) for job_id in ids]
+
+
+@asynccontextmanager
+async def running_alone(
+    engine: AsyncEngine, key: int, *, retry_after: float, what: str
+) -> AsyncIterator[None]:
+    """Run the block while holding the advisory lock `key` on a connection of its own.
+
+    A job picked again while its first run still goes on (a worker whose heartbeat was late)
+    finds the lock taken and is queued again for `retry_after` seconds later, instead of doing
+    the same work twice at once. The lock goes with the connection if the process dies.
+
+    Raises:
+        RetryRequested: when another worker holds the lock (`what` names the work).
+    """
+    async with engine.connect() as lock, lock.begin():
+        if not await lock.scalar(TRY_XACT_LOCK, {"key": key}):
+            raise RetryRequested(
+                delay=timedelta(seconds=retry_after), reason=f"{what} is running on another worker"
+            )
+        yield

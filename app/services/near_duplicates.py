@@ -30,7 +30,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, BIGINT, UUID
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.common.advisory_slots import slot_key
+from app.common.advisory_slots import hold_until_commit, slot_key
 from app.common.exceptions import ConflictException
 from app.domain.images import HASH_BITS
 from app.models.row import BAND_BITS, HASH_BANDS, DatasetRow, hash_band
@@ -134,11 +134,7 @@ async def near_rows(
 async def lock_dataset(session: AsyncSession, dataset_id: uuid.UUID) -> None:
     """Hold the dataset's near-duplicate lock until the transaction ends (imports that skip
     near-duplicates take it, so their checks and inserts happen one after the other)."""
-    await session.exec(  # type: ignore[call-overload]
-        text("SELECT pg_advisory_xact_lock(:key)").bindparams(
-            key=slot_key(_LOCK_KIND, dataset_id, 0)
-        )
-    )
+    await hold_until_commit(session, slot_key(_LOCK_KIND, dataset_id, 0))
 
 
 async def rows_by_id(

@@ -10,11 +10,20 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
+from sqlalchemy import text
 
 from app.domain.images import signed_hash
 from app.services import near_duplicates
 from tests.factories import Catalog, create_row
-from tests.helpers import assert_error, execute, fetch_all, fetch_value
+from tests.helpers import (
+    assert_error,
+    execute,
+    explained,
+    fetch_all,
+    fetch_value,
+    recorded_queries,
+    vacuum_analyze,
+)
 from tests.image_server import ImageServer, scene
 
 
@@ -104,12 +113,45 @@ async def test_near_duplicate_groups_list_every_pair_once(
             break
     assert groups == [(first["id"], [copy["id"]]), (second["id"], [second_copy["id"]])]
     assert lone["id"] not in str(groups)
-    other_distance = await client.get(
-        path,
-        params={"max_distance": 5, "cursor": "x" + "A" * 20},
-        headers=catalog.member.headers,
+    one_page = await client.get(
+        path, params={"max_distance": 4, "page_size": 1}, headers=catalog.member.headers
     )
-    assert_error(other_distance, 400, "VALIDATION_ERROR")
+    made_for_4 = one_page.json()["next_cursor"]
+    for params in (
+        {"max_distance": 5, "cursor": made_for_4},
+        {"max_distance": 4, "cursor": "x" + "A" * 20},
+        {"max_distance": 4, "cursor": "A\x00B"},
+    ):
+        response = await client.get(path, params=params, headers=catalog.member.headers)
+        assert_error(response, 400, "VALIDATION_ERROR")
+
+
+async def test_searches_read_only_the_band_indexes(
+    app: FastAPI, client: AsyncClient, catalog: Catalog, image_server: ImageServer
+) -> None:
+    """The similar search is planned as index-only scans of the four band indexes (the
+    planner would read the table for long probe lists), and the planner settings it uses do
+    not outlive it."""
+    (row,) = await add_scenes(client, catalog, image_server, scene(41))
+    await vacuum_analyze(app)
+    with recorded_queries(app) as queries:
+        response = await client.get(
+            f"{catalog.rows_path}/{row['id']}/similar",
+            params={"max_distance": 16},
+            headers=catalog.member.headers,
+        )
+    assert response.status_code == 200, response.text
+    plan = await explained(app, queries, "UNION")
+    for band in range(4):
+        assert f"Index Only Scan using dataset_rows_dhash_band{band}_idx" in plan, plan
+    assert "Seq Scan" not in plan and "Bitmap" not in plan, plan
+    async with app.state.sessionmaker() as session:
+        async with near_duplicates.band_scans_only(session):
+            pass
+        settings = await session.exec(
+            text("SELECT current_setting('enable_seqscan'), current_setting('enable_bitmapscan')")
+        )
+        assert tuple(settings.one()) == ("on", "on")
 
 
 @pytest.mark.parametrize("max_distance", [0, 3, 4, 7, 8, 12, 16])

@@ -54,11 +54,17 @@ def hash_band(band: int) -> str:
     return f"((image_dhash >> {band * BAND_BITS}) & {(1 << BAND_BITS) - 1})"
 
 
+BAND_INCLUDE = ("image_dhash", "created_at", "id")
+"""What each band index carries besides its key: a search reads only the indexes (index-only
+scans), never the table, to check each candidate's whole hash."""
+
+
 def _hash_band_index(band: int) -> Index:
     return Index(
         f"dataset_rows_dhash_band{band}_idx",
         "dataset_id",
         text(hash_band(band)),
+        postgresql_include=list(BAND_INCLUDE),
         postgresql_where=text("image_dhash IS NOT NULL"),
     )
 

@@ -17,7 +17,7 @@ from app.models.row import (
     SimilarRow,
     SimilarRows,
 )
-from app.routes.deps import CurrentUser, DataKeysDep, SessionDep
+from app.routes.deps import CurrentUser, DataKeysDep, SessionDep, SettingsDep
 from app.routes.row_listing_params import CursorQuery
 from app.services import near_duplicates, row_output
 from app.services.near_duplicates import MAX_DISTANCE, MAX_GROUP, SCAN_SECONDS
@@ -72,6 +72,7 @@ async def similar_rows(
     user: CurrentUser,
     session: SessionDep,
     data_keys: DataKeysDep,
+    settings: SettingsDep,
     max_distance: MaxDistance = 8,
     limit: Annotated[int, Query(ge=1, le=100, description="Most rows returned")] = 20,
 ) -> SimilarRows:
@@ -82,6 +83,7 @@ async def similar_rows(
         row_id=row_id,
         max_distance=max_distance,
         limit=limit,
+        timeout=settings.search_timeout,
     )
     items = await _similar_rows(
         session, found, team_id=user.team_id, dataset_id=dataset_id, data_keys=data_keys
@@ -111,6 +113,7 @@ async def near_duplicate_groups(
     user: CurrentUser,
     session: SessionDep,
     data_keys: DataKeysDep,
+    settings: SettingsDep,
     max_distance: MaxDistance = 4,
     page_size: Annotated[int, Query(ge=1, le=100, description="Most groups on a page")] = 20,
     cursor: CursorQuery = None,
@@ -122,6 +125,7 @@ async def near_duplicate_groups(
         max_distance=max_distance,
         page_size=page_size,
         cursor=cursor,
+        timeout=settings.search_timeout,
     )
     anchors = await row_output.public_rows(
         session,

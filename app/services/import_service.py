@@ -106,6 +106,13 @@ class _Candidate:
     status: RowStatus | None = None
     image: FetchedImage | None = None
 
+    @property
+    def fetched(self) -> FetchedImage:
+        """The image, once `_Importer._fetch_all` has fetched it (only such candidates are
+        inserted)."""
+        assert self.image is not None, "a candidate is inserted only after its fetch"
+        return self.image
+
 
 Record = tuple[int, "_Candidate | str | None"]
 """A record source's item: the line, and the candidate, or why the record is invalid, or None
@@ -509,30 +516,16 @@ class _Importer:
         """The batch without the images within `max_distance` bits of a stored row's image or
         of an earlier image of the batch; those are counted as duplicates.
 
-        The dataset's near-duplicate lock is held to the batch's commit, so two imports into
-        one dataset cannot both add near copies of one image.
+        See `near_duplicates.near_copies`, which also locks the dataset until the batch's commit.
         """
-        await near_duplicates.lock_dataset(self.session, self.dataset.id)
-        kept: list[_Candidate] = []
-        for candidate in batch:
-            assert candidate.image is not None
-            dhash = candidate.image.facts.dhash
-            near_kept = any(
-                near_duplicates.distance(dhash, other.image.facts.dhash) <= max_distance
-                for other in kept
-                if other.image is not None
-            )
-            if near_kept or await near_duplicates.near_rows(
-                self.session,
-                dataset_id=self.dataset.id,
-                dhash=dhash,
-                max_distance=max_distance,
-                limit=1,
-            ):
-                self.tally.written(0, 1)
-            else:
-                kept.append(candidate)
-        return kept
+        copies = await near_duplicates.near_copies(
+            self.session,
+            dataset_id=self.dataset.id,
+            dhashes=[candidate.fetched.facts.dhash for candidate in batch],
+            max_distance=max_distance,
+        )
+        self.tally.written(0, sum(copies))
+        return [candidate for candidate, copy in zip(batch, copies) if not copy]
 
     async def _insert(self, batch: list[_Candidate], through_line: int, final: bool) -> None:
         """Write one batch in its own transaction; image-index conflicts are duplicates.
@@ -552,9 +545,8 @@ class _Importer:
             except ValidationException as error:
                 self.tally.invalid(candidate.line, error.message)
                 continue
-            assert candidate.image is not None
             valid.append((candidate, data))
-            images.append(candidate.image)
+            images.append(candidate.fetched)
         if valid:
             result = await self.session.exec(  # type: ignore[call-overload]
                 _INSERT.bindparams(

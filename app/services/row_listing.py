@@ -287,7 +287,9 @@ class _Matches:
 
 
 @asynccontextmanager
-async def _searching(session: AsyncSession, timeout: float) -> AsyncIterator[None]:
+async def searching(
+    session: AsyncSession, timeout: float, *, hint: str = "narrow it with another filter"
+) -> AsyncIterator[None]:
     """Run a filtered listing's statements planned with their values and under `timeout`.
 
     asyncpg prepares each statement once per connection, and after five runs PostgreSQL may
@@ -300,8 +302,11 @@ async def _searching(session: AsyncSession, timeout: float) -> AsyncIterator[Non
     afterwards; should the reset fail (a broken connection, or the timeout striking the reset
     itself), the connection is discarded rather than handed on with them.
 
+    The near-duplicate searches run under it too, for the same reasons.
+
     Raises:
-        ValidationException: when a statement ran longer than `timeout` seconds.
+        ValidationException: when a statement ran longer than `timeout` seconds; the message
+            ends with `hint`, what the caller can do about it.
     """
     await session.exec(  # type: ignore[call-overload]
         text(
@@ -317,8 +322,7 @@ async def _searching(session: AsyncSession, timeout: float) -> AsyncIterator[Non
             raise
         raise ValidationException.for_field(
             "query",
-            f"the search took longer than {timeout:g} s (SEARCH_TIMEOUT); narrow it with "
-            "another filter",
+            f"the search took longer than {timeout:g} s (SEARCH_TIMEOUT); {hint}",
         ) from None
     finally:
         try:
@@ -404,7 +408,7 @@ async def list_rows(
         found = await _page(session, clauses, params, sort, start)
         total, exact = _counted(dataset, filters.status), True
     else:
-        async with _searching(session, timeout):
+        async with searching(session, timeout):
             matches = await _matches(session, clauses)
             if matches.ids is not None:
                 clauses = [col(DatasetRow.dataset_id) == dataset.id, _among(matches.ids)]

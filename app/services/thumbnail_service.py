@@ -110,7 +110,9 @@ async def thumbnail(
         if image.md5 != found.image_hash:
             raise ConflictException("The image at the row's URL has changed since it was stored")
         try:
-            content = await asyncio.to_thread(make_thumbnail, data, size)
+            content = await asyncio.to_thread(
+                make_thumbnail, data, size, max_pixels=fetcher.max_pixels
+            )
         except ImageError as error:
             raise ValidationException.for_field("image_url", str(error)) from None
     try:

@@ -160,6 +160,11 @@ class ImageFetcher:
         self._decoding = asyncio.Semaphore(DECODE_SLOTS)
         self._resolver = resolver or resolve_host
 
+    @property
+    def max_pixels(self) -> int:
+        """The largest image decoded, in pixels (IMAGE_MAX_PIXELS)."""
+        return self._max_pixels
+
     @classmethod
     def from_settings(cls, client: aiohttp.ClientSession, settings: Settings) -> ImageFetcher:
         """The fetcher the settings describe (IMAGE_MAX_BYTES, IMAGE_FETCH_TIMEOUT,

@@ -22,6 +22,7 @@ depends_on: str | None = None
 
 BAND_INDEX = """CREATE INDEX dataset_rows_dhash_band{band}_idx
     ON dataset_rows (dataset_id, ((image_dhash >> {shift}) & 65535))
+    INCLUDE (image_dhash, created_at, id)
     WHERE image_dhash IS NOT NULL"""
 
 STATEMENTS = (

@@ -9,16 +9,21 @@ import io
 import json
 import uuid
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
+from pgqueuer import RetryRequested
+from sqlalchemy import text
 
+from app.common.advisory_slots import slot_key
 from app.common.settings import Settings
 from app.domain.images import describe_image, hash_hex
-from tests.conftest import make_client, running_app
-from tests.factories import Catalog, create_dataset, create_row, create_schema, setup_instance
+from app.services import image_backfill
+from app.worker import WorkerResources
+from tests.factories import Catalog, create_row
 from tests.helpers import assert_error, execute, fetch_all, fetch_value
 from tests.image_server import ImageServer, Route, encoded, png_bytes, scene
 
@@ -75,25 +80,6 @@ async def test_bytes_that_only_look_like_an_image_are_refused(
         body = assert_error(response, 400, "VALIDATION_ERROR")
         assert "cannot be decoded" in body["message"]
     assert await fetch_value(app, "SELECT count(*) FROM dataset_rows") == 0
-
-
-async def test_an_image_over_the_pixel_cap_is_413(
-    make_settings: Any, image_server: ImageServer
-) -> None:
-    url = serve(image_server, encoded("PNG", "big", size=(100, 100)))
-    async with running_app(make_settings(image_max_pixels=9999)) as application:
-        async with make_client(application) as http:
-            admin = await setup_instance(http)
-            schema = await create_schema(http, admin)
-            dataset = await create_dataset(http, admin, schema["id"])
-            response = await http.post(
-                f"/api/v1/datasets/{dataset['id']}/rows",
-                json={"image_url": url},
-                headers=admin.headers,
-            )
-            body = assert_error(response, 413, "PAYLOAD_TOO_LARGE")
-            assert "9999 pixels" in body["message"]
-            assert await fetch_value(application, "SELECT count(*) FROM dataset_rows") == 0
 
 
 async def test_rows_are_filtered_by_size_and_format(
@@ -206,3 +192,49 @@ async def test_a_backfill_records_the_facts_of_older_rows(
     listing = await client.get(path, headers=catalog.member.headers)
     assert [item["id"] for item in listing.json()["items"]] == [done["id"]]
     assert await fetch_value(app, "SELECT count(*) FROM row_history WHERE action = 'update'") == 0
+
+
+async def test_a_backfill_resumes_after_its_last_committed_batch_and_runs_once(
+    app: FastAPI, client: AsyncClient, catalog: Catalog, image_server: ImageServer
+) -> None:
+    """A backfill picked again after a crash starts after its resume point, and one whose lock
+    another worker holds is queued again instead of running twice."""
+    for seed in range(50, 54):
+        await create_row(client, catalog, serve(image_server, scene(seed, (60, 45))))
+    await execute(app, f"UPDATE dataset_rows SET {' = NULL, '.join(FACTS)} = NULL")
+    ordered = await fetch_all(
+        app, "SELECT id, created_at FROM dataset_rows ORDER BY created_at, id"
+    )
+    backfill_id = uuid.uuid4()
+    await execute(
+        app,
+        """INSERT INTO image_backfills (id, dataset_id, team_id, state, total, processed,
+                                        updated, resume_created_at, resume_id, created_at)
+           VALUES (:id, :dataset, :team, 'running', 4, 2, 2, :after, :after_id, now())""",
+        id=backfill_id,
+        dataset=uuid.UUID(catalog.dataset["id"]),
+        team=uuid.UUID(catalog.admin.team_id),
+        after=ordered[1]["created_at"],
+        after_id=ordered[1]["id"],
+    )
+    resources = WorkerResources(
+        settings=app.state.settings,
+        engine=app.state.engine,
+        sessionmaker=app.state.sessionmaker,
+        fetcher=app.state.image_fetcher,
+    )
+    job = SimpleNamespace(payload=str(backfill_id).encode(), attempts=0)
+    key = slot_key(image_backfill.BACKFILL_LOCK, backfill_id, 0)
+    async with app.state.engine.connect() as other_worker, other_worker.begin():
+        await other_worker.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        with pytest.raises(RetryRequested):
+            await image_backfill.run(job, resources)  # type: ignore[arg-type]
+    await image_backfill.run(job, resources)  # type: ignore[arg-type]
+
+    done = await client.get(
+        f"/api/v1/image-backfills/{backfill_id}", headers=catalog.member.headers
+    )
+    assert [done.json()[key] for key in ("state", "processed", "updated")] == ["done", 4, 4]
+    stored = await fetch_all(app, "SELECT id, image_width FROM dataset_rows")
+    filled = {row["id"] for row in stored if row["image_width"] is not None}
+    assert filled == {ordered[2]["id"], ordered[3]["id"]}, "rows before the resume point wait"

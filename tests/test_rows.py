@@ -24,7 +24,7 @@ from tests.factories import (
     setup_instance,
 )
 from tests.helpers import assert_error, fetch_all, fetch_value
-from tests.image_server import ImageServer, unique_png
+from tests.image_server import ImageServer, encoded, unique_png
 
 
 async def test_create_row_hashes_image_and_stores_values(
@@ -243,11 +243,22 @@ async def test_image_problems_are_reported_and_store_nothing(
     assert await fetch_value(app, "SELECT count(*) FROM dataset_rows") == 0
 
 
-async def test_oversized_image_returns_413(make_settings: Any, image_server: ImageServer) -> None:
+@pytest.mark.parametrize(
+    ("limit", "image", "message"),
+    [
+        ({"image_max_bytes": 1000}, unique_png() + b"\x00" * 5000, "1000 bytes"),
+        ({"image_max_pixels": 9999}, encoded("PNG", "big", size=(100, 100)), "9999 pixels"),
+    ],
+    ids=["bytes", "pixels"],
+)
+async def test_oversized_image_returns_413(
+    make_settings: Any, image_server: ImageServer, limit: dict[str, int], image: bytes, message: str
+) -> None:
+    """An image over `IMAGE_MAX_BYTES`, or (read from its header) over `IMAGE_MAX_PIXELS`."""
     from tests.conftest import running_app
 
-    image_server.add_image("/big.png", unique_png() + b"\x00" * 5000)
-    async with running_app(make_settings(image_max_bytes=1000)) as application:
+    image_server.add_image("/big.png", image)
+    async with running_app(make_settings(**limit)) as application:
         async with make_client(application) as http:
             admin = await setup_instance(http)
             schema = await create_schema(http, admin)
@@ -257,7 +268,8 @@ async def test_oversized_image_returns_413(make_settings: Any, image_server: Ima
                 json={"image_url": image_server.url("/big.png")},
                 headers=admin.headers,
             )
-            assert_error(response, 413, "PAYLOAD_TOO_LARGE")
+            body = assert_error(response, 413, "PAYLOAD_TOO_LARGE")
+            assert message in body["message"]
             assert await fetch_value(application, "SELECT count(*) FROM dataset_rows") == 0
 
 

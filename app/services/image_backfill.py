@@ -48,7 +48,8 @@ BATCH_SIZE = 100
 RETRIES = 5
 """Times an unexpected failure (a database restart) is retried before the backfill fails."""
 UNEXPECTED = "the backfill failed unexpectedly; start it again"
-_LOCK_KIND = b"img-backfill"
+BACKFILL_LOCK = b"img-backfill"
+"""Advisory lock kind of a running backfill (`slot_key(BACKFILL_LOCK, backfill_id, 0)`)."""
 _START = text("""UPDATE image_backfills
        SET state = 'running', started_at = COALESCE(started_at, now())
      WHERE id = :id AND state IN ('queued', 'running')
@@ -271,7 +272,7 @@ async def run(job: Job, resources: Any) -> None:
     backfill_id = uuid.UUID((job.payload or b"").decode())
     async with running_alone(
         resources.engine,
-        slot_key(_LOCK_KIND, backfill_id, 0),
+        slot_key(BACKFILL_LOCK, backfill_id, 0),
         retry_after=resources.settings.job_heartbeat_timeout,
         what="the backfill",
     ):

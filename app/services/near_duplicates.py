@@ -4,12 +4,14 @@ Each row keeps the 64-bit difference hash of its image (`app.domain.images`). Tw
 near-duplicates when their hashes differ in at most `max_distance` bits (the Hamming distance).
 
 Searching is multi-index hashing: the hash is indexed as 4 bands of 16 bits
-(`app.models.row.hash_band`). When two hashes differ in at most d bits, one of the 4 bands
-differs in at most d // 4 of its 16 bits (else all four would hold more than d between them). A
-search therefore lists, for each band, every 16-bit value within d // 4 bits of the query's band
-(`probes`: 1 value for d < 4, 17 for d < 8, 137 for d < 12, 697 for d < 16, 2,517 for d = 16),
-reads the rows holding one of them through the 4 band indexes, and keeps those whose whole
-hash is within d. The search is exact: no row within the distance is missed.
+(`app.models.row.hash_band`). Give each band a radius r_i with r_0 + r_1 + r_2 + r_3 = d - 3
+(all 0 when d < 4). When two hashes differ in at most d bits, some band i differs in at most
+r_i bits: were every band i off by r_i + 1 or more, the hashes would differ in at least
+d - 3 + 4 = d + 1 bits. A search therefore lists, for each band, every 16-bit value within r_i
+bits of the query's band (`probes`; the radii are as even as can be, so d = 16 probes 2,517
+values on one band and 697 on each of the others, d = 8 probes 137 and 3 x 17), reads the rows
+holding one of them through the 4 band indexes, and keeps those whose whole hash is within d.
+The search is exact: no row within the distance is missed.
 """
 
 from __future__ import annotations
@@ -80,14 +82,20 @@ def _masks(radius: int) -> tuple[int, ...]:
     )
 
 
+def band_radii(max_distance: int) -> list[int]:
+    """How many bits each band is searched within: as even as can be, summing to
+    `max_distance` - 3 (see the module documentation)."""
+    total = max(0, max_distance - (HASH_BANDS - 1))
+    return [total // HASH_BANDS + (band < total % HASH_BANDS) for band in range(HASH_BANDS)]
+
+
 def probes(dhash: int, max_distance: int) -> list[list[int]]:
-    """For each band, the band values a hash within `max_distance` of `dhash` may hold there
-    (see the module documentation)."""
-    masks = _masks(max_distance // HASH_BANDS)
+    """For each band, the band values to look up for the hashes within `max_distance` of
+    `dhash` (see the module documentation)."""
     unsigned = dhash & ((1 << HASH_BITS) - 1)
     return [
-        [((unsigned >> (band * BAND_BITS)) & _BAND_MASK) ^ mask for mask in masks]
-        for band in range(HASH_BANDS)
+        [((unsigned >> (band * BAND_BITS)) & _BAND_MASK) ^ mask for mask in _masks(radius)]
+        for band, radius in enumerate(band_radii(max_distance))
     ]
 
 

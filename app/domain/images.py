@@ -89,6 +89,18 @@ def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator
         raise ImageError("not an image that can be decoded") from None
 
 
+def declared_pixels(data: bytes) -> int | None:
+    """The pixel count an image's header declares (nothing is decoded), or None when the bytes
+    do not open as an image of `FORMATS`."""
+    try:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as image:
+            return int(image.width * image.height)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
+        return None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return None
+
+
 def signed_hash(unsigned: int) -> int:
     """A 64-bit hash as a signed integer (PostgreSQL's `bigint`)."""
     return unsigned - (1 << HASH_BITS) if unsigned & _SIGN else unsigned

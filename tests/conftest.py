@@ -16,19 +16,20 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import pytest
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from pydantic import SecretStr
-from sqlalchemy import text
 
+from app import worker
 from app.common.security import PRODUCTION_ARGON2_COST, Argon2Cost, configure_password_hashing
 from app.common.settings import Settings
 from app.main import create_app
-from tests.database import TABLES, fresh_database
+from tests.database import empty_tables, fresh_database, remembered
 from tests.factories import Catalog, add_member, create_dataset, create_schema, setup_instance
 from tests.image_server import ImageServer, unique_png
 
@@ -48,6 +49,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` starts one worker more than there are cores.
+
+    A test spends much of its time waiting for PostgreSQL (a process of its own) or for a
+    socket, so a core left idle by one worker's wait serves another. On the 2-core development
+    machine the suite took 136 s with 2 workers and 126 s with 3.
+    """
+    return len(os.sched_getaffinity(0)) + 1
+
+
 @pytest.fixture(scope="session", autouse=True)
 def cheap_password_hashing() -> Iterator[None]:
     """Hash passwords at `TEST_ARGON2_COST` for the whole session, then restore production's."""
@@ -56,6 +67,17 @@ def cheap_password_hashing() -> Iterator[None]:
         yield
     finally:
         configure_password_hashing(PRODUCTION_ARGON2_COST)
+
+
+@pytest.fixture(autouse=True)
+def prompt_queue_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Queue workers poll every 0.1 s instead of `POLL_SECONDS` (2 s).
+
+    A job queued again for later (a webhook delivery's retry, an import part that found its
+    job locked) wakes no worker when it becomes due; in production it starts up to 2 s late,
+    which would make each retry in a test wait that long.
+    """
+    monkeypatch.setattr(worker, "POLL_SECONDS", 0.1)
 
 
 @pytest.fixture(scope="session")
@@ -119,17 +141,17 @@ async def _truncate(app: FastAPI) -> None:
     """Empty every table, once the app's queue worker (if any) has stopped using them."""
     if app.state.stop_worker is not None:
         await app.state.stop_worker()
-    async with app.state.engine.begin() as conn:
-        await conn.execute(text(f"TRUNCATE {', '.join(TABLES)} CASCADE"))
+    await empty_tables(app.state.engine)
 
 
+T = TypeVar("T")
 SettingsKey = tuple[tuple[str, str], ...]
 
 _idle_apps: dict[SettingsKey, list[FastAPI]] = {}
 """Applications built by earlier tests of this process and not running now, by settings."""
 
 
-def _settings_key(settings: Settings) -> SettingsKey:
+def settings_key(settings: Settings) -> SettingsKey:
     """Every setting's value, secrets included, as a hashable key."""
     return tuple(
         (name, str(value.get_secret_value() if isinstance(value, SecretStr) else value))
@@ -150,7 +172,7 @@ async def running_app(
     processes sharing a database) are always two objects. A test that changes the application
     itself (mounts routes) asks for a fresh one with `reuse=False`.
     """
-    idle = _idle_apps.setdefault(_settings_key(settings), []) if reuse else []
+    idle = _idle_apps.setdefault(settings_key(settings), []) if reuse else []
     application = idle.pop() if idle else create_app(settings)
     try:
         async with application.router.lifespan_context(application):
@@ -183,11 +205,24 @@ async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
         yield http
 
 
+async def remembered_world(application: FastAPI, name: str, build: Callable[[], Awaitable[T]]) -> T:
+    """`build()`'s value and rows, built once per process and app settings, then restored.
+
+    See `tests.database.remembered`: for objects many tests start from, built through the API.
+    """
+    key = f"{name} {settings_key(application.state.settings)}"
+    return await remembered(application.state.engine, key, build)
+
+
 @pytest.fixture
-async def catalog(client: AsyncClient) -> Catalog:
+async def catalog(app: FastAPI, client: AsyncClient) -> Catalog:
     """An admin, an activated member, a schema with one field of each type, and a dataset."""
-    admin = await setup_instance(client)
-    member = await add_member(client, admin)
-    schema = await create_schema(client, admin)
-    dataset = await create_dataset(client, admin, schema["id"])
-    return Catalog(admin, member, schema, dataset)
+
+    async def build() -> Catalog:
+        admin = await setup_instance(client)
+        member = await add_member(client, admin)
+        schema = await create_schema(client, admin)
+        dataset = await create_dataset(client, admin, schema["id"])
+        return Catalog(admin, member, schema, dataset)
+
+    return await remembered_world(app, "catalog", build)

@@ -31,7 +31,7 @@ from tests.factories import (
     field,
     setup_instance,
 )
-from tests.helpers import execute, fetch_value
+from tests.helpers import BULKY_URL, execute, fetch_value, insert_rows
 from tests.uvicorn_server import serve_app
 
 CATALOG_CSV_HEADER = [
@@ -229,18 +229,7 @@ async def test_client_disconnect_mid_export_releases_the_connection(
         admin = await setup_instance(http)
         schema = await create_schema(http, admin)
         dataset = await create_dataset(http, admin, schema["id"])
-        label = schema["fields"][0]["id"]
-        await execute(
-            application,
-            """INSERT INTO dataset_rows (id, dataset_id, image_url, image_hash, data, status,
-                                         created_at, updated_at)
-               SELECT gen_random_uuid(), :dataset, 'https://img.example/' || i || '.png',
-                      md5(i::text), jsonb_build_object(CAST(:label AS text), 'cat'), 'reviewed',
-                      now(), now()
-                 FROM generate_series(1, 100000) AS i""",
-            dataset=uuid.UUID(dataset["id"]),
-            label=label,
-        )
+        await insert_rows(application, dataset["id"], 20000, status="reviewed", url=BULKY_URL)
         path = f"/api/v1/datasets/{dataset['id']}/rows/export"
         async with http.stream("GET", path, headers=admin.headers) as response:
             assert response.status_code == 200

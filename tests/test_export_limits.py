@@ -25,11 +25,8 @@ from app.main import create_app
 from app.services import export_slots
 from tests.conftest import make_client, running_app
 from tests.factories import Account, add_member, create_dataset, create_schema, setup_instance
-from tests.helpers import assert_error, execute, fetch_value
+from tests.helpers import BULKY_URL, assert_error, execute, fetch_value, insert_rows
 from tests.uvicorn_server import serve_app
-
-ROW_TEXT_REPEATS = 64
-"""Each bulk row carries 64 × 32 = 2 KiB of text, so an export outgrows the socket buffers."""
 
 
 @pytest.fixture
@@ -42,33 +39,30 @@ def small_request_pool(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(app.main, "create_engine", small)
 
 
-async def _export_path(http: AsyncClient, admin: Account) -> str:
+async def _new_dataset(http: AsyncClient, admin: Account) -> str:
+    """A new dataset of the admin's team, on a schema of one text field; its id."""
     schema = await create_schema(
         http, admin, fields=[{"name": "note", "type": "text", "position": 0}]
     )
-    dataset = await create_dataset(http, admin, schema["id"])
-    return f"/api/v1/datasets/{dataset['id']}/rows/export"
+    dataset_id: str = (await create_dataset(http, admin, schema["id"]))["id"]
+    return dataset_id
+
+
+def _export_of(dataset_id: str) -> str:
+    return f"/api/v1/datasets/{dataset_id}/rows/export"
+
+
+async def _export_path(http: AsyncClient, admin: Account) -> str:
+    """The export path of a new, empty dataset."""
+    return _export_of(await _new_dataset(http, admin))
 
 
 async def _large_export_path(application: FastAPI, http: AsyncClient, admin: Account) -> str:
-    """The export path of a dataset of 20,000 reviewed rows of 2 KiB each (about 45 MB of CSV)."""
-    schema = await create_schema(
-        http, admin, fields=[{"name": "note", "type": "text", "position": 0}]
-    )
-    dataset = await create_dataset(http, admin, schema["id"])
-    await execute(
-        application,
-        f"""INSERT INTO dataset_rows (id, dataset_id, image_url, image_hash, data, status,
-                                      created_at, updated_at)
-            SELECT gen_random_uuid(), :dataset, 'https://img.example/' || i || '.png',
-                   md5(i::text),
-                   jsonb_build_object(CAST(:note AS text), repeat(md5(i::text), {ROW_TEXT_REPEATS})),
-                   'reviewed', now(), now()
-              FROM generate_series(1, 20000) AS i""",
-        dataset=uuid.UUID(dataset["id"]),
-        note=schema["fields"][0]["id"],
-    )
-    return f"/api/v1/datasets/{dataset['id']}/rows/export"
+    """The export path of a dataset of 20,000 reviewed rows of 2 KiB each (about 40 MB of CSV,
+    more than the socket buffers hold)."""
+    dataset_id = await _new_dataset(http, admin)
+    await insert_rows(application, dataset_id, 20000, status="reviewed", url=BULKY_URL)
+    return _export_of(dataset_id)
 
 
 async def _stalled_export(

@@ -42,7 +42,6 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from sqlalchemy import text
 
 from app.common.database import asyncpg_dsn, create_engine
 from app.common.exceptions import ValidationException
@@ -55,7 +54,7 @@ from app.services.image_fetch import (
     check_url,
     is_public_address,
 )
-from tests.database import TABLES
+from tests.database import empty_tables
 from tests.factories import DEFAULT_PASSWORD, SAMPLE_FIELDS, unique_email
 
 SECRET = "fuzzing-secret-key-that-is-long-enough-0123456789"
@@ -212,8 +211,7 @@ async def _insert_rows(database_url: str, dataset_id: str, data: dict[str, Any])
 async def _truncate(database_url: str) -> None:
     engine = create_engine(database_url)
     try:
-        async with engine.begin() as conn:
-            await conn.execute(text(f"TRUNCATE {', '.join(TABLES)} CASCADE"))
+        await empty_tables(engine)
     finally:
         await engine.dispose()
 

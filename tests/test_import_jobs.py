@@ -304,7 +304,10 @@ async def test_cancelling_a_running_import_keeps_committed_batches_only(
         f"/api/v1/imports/{job['id']}/cancel", headers=catalog.member.headers
     )
     assert response.status_code == 200
-    await asyncio.sleep(3)
+    for _ in range(600):
+        if await fetch_value(app, "SELECT count(*) FROM pgqueuer") == 0:
+            break
+        await asyncio.sleep(0.05)
     ended = (
         await client.get(f"/api/v1/imports/{job['id']}", headers=catalog.member.headers)
     ).json()

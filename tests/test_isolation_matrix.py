@@ -33,7 +33,7 @@ from httpx import AsyncClient, Response
 from app.common.settings import Settings
 from app.main import API_PREFIX, create_app
 from app.routes.deps import get_authenticated_user, get_current_admin
-from tests.conftest import make_client, running_app
+from tests.conftest import make_client, remembered_world, running_app
 from tests.database import TABLES
 from tests.factories import (
     DEFAULT_PASSWORD,
@@ -183,12 +183,15 @@ class Victim:
 
     `path_ids` maps path parameter names to ids: a user other than the admin, a schema no
     dataset uses, a dataset and one of its rows, so that each request would succeed for the
-    team's admin. `spare_image_url` serves an image not yet in any dataset.
+    team's admin. `spare_image_url` serves an image not yet in any dataset. `member` is an
+    activated `user` of the team, `outsider` the admin of another team.
     """
 
     admin: Account
     path_ids: dict[str, str]
     spare_image_url: str
+    member: Account | None = None
+    outsider: Account | None = None
 
 
 @dataclass(frozen=True)
@@ -307,12 +310,14 @@ def error_code(response: Response) -> str | None:
     return body.get("code") if isinstance(body, dict) else None
 
 
-async def snapshot(application: FastAPI) -> dict[str, list[dict[str, Any]]]:
-    """Every row of every table, to prove a refused request changed nothing."""
-    return {
-        table: await fetch_all(application, f"SELECT * FROM {table} ORDER BY 1, 2")
-        for table in TABLES
-    }
+async def snapshot(application: FastAPI) -> dict[str, Any]:
+    """Every row of every table (as JSON, in one query), to prove a refused request changed
+    nothing."""
+    tables = ", ".join(
+        f"(SELECT json_agg(t ORDER BY t::text) FROM {table} AS t) AS {table}" for table in TABLES
+    )
+    [everything] = await fetch_all(application, f"SELECT {tables}")
+    return everything
 
 
 async def assert_refused(
@@ -374,42 +379,48 @@ async def submit_import(http: AsyncClient, admin: Account, dataset_id: str, url:
 async def victim(http: AsyncClient, signup_app: FastAPI, image_url: ImageUrl) -> Victim:
     """A team with an admin, another user, two schemas, a dataset on one of them, a row, a
     queued background import, a finished image backfill, a webhook endpoint and an API key of
-    the admin."""
-    admin = await setup_instance(http, team_name="Victim Team")
-    target = await add_member(http, admin, "user", activate=False)
-    schema = await create_schema(http, admin)
-    dataset = await create_dataset(http, admin, (await create_schema(http, admin))["id"])
-    row_id = await create_row(http, admin, dataset["id"], image_url())
-    job_id = await submit_import(http, admin, dataset["id"], image_url())
-    webhook = await http.post(
-        "/api/v1/webhooks",
-        json={"url": image_url(), "events": ["row.deleted"]},
-        headers=admin.headers,
-    )
-    assert webhook.status_code == 201, webhook.text
-    key = await http.post(
-        "/api/v1/api-keys", json={"name": "script", "scopes": ["read"]}, headers=admin.headers
-    )
-    assert key.status_code == 201, key.text
-    backfill = await http.post(
-        f"/api/v1/datasets/{dataset['id']}/image-backfills", headers=admin.headers
-    )
-    assert backfill.status_code == 202, backfill.text
-    await execute(signup_app, "UPDATE image_backfills SET state = 'done'")
-    return Victim(
-        admin=admin,
-        path_ids={
-            "user_id": target.id,
-            "schema_id": schema["id"],
-            "dataset_id": dataset["id"],
-            "row_id": row_id,
-            "job_id": job_id,
-            "webhook_id": webhook.json()["id"],
-            "key_id": key.json()["id"],
-            "backfill_id": backfill.json()["id"],
-        },
-        spare_image_url=image_url(),
-    )
+    the admin; an activated member; and the admin of another team."""
+
+    async def build() -> Victim:
+        admin = await setup_instance(http, team_name="Victim Team")
+        target = await add_member(http, admin, "user", activate=False)
+        schema = await create_schema(http, admin)
+        dataset = await create_dataset(http, admin, (await create_schema(http, admin))["id"])
+        row_id = await create_row(http, admin, dataset["id"], image_url())
+        job_id = await submit_import(http, admin, dataset["id"], image_url())
+        webhook = await http.post(
+            "/api/v1/webhooks",
+            json={"url": image_url(), "events": ["row.deleted"]},
+            headers=admin.headers,
+        )
+        assert webhook.status_code == 201, webhook.text
+        key = await http.post(
+            "/api/v1/api-keys", json={"name": "script", "scopes": ["read"]}, headers=admin.headers
+        )
+        assert key.status_code == 201, key.text
+        backfill = await http.post(
+            f"/api/v1/datasets/{dataset['id']}/image-backfills", headers=admin.headers
+        )
+        assert backfill.status_code == 202, backfill.text
+        await execute(signup_app, "UPDATE image_backfills SET state = 'done'")
+        return Victim(
+            admin=admin,
+            path_ids={
+                "user_id": target.id,
+                "schema_id": schema["id"],
+                "dataset_id": dataset["id"],
+                "row_id": row_id,
+                "job_id": job_id,
+                "webhook_id": webhook.json()["id"],
+                "key_id": key.json()["id"],
+                "backfill_id": backfill.json()["id"],
+            },
+            spare_image_url=image_url(),
+            member=await add_member(http, admin, "user"),
+            outsider=await signup_team(http, team_name="Outsider Team"),
+        )
+
+    return await remembered_world(signup_app, "victim", build)
 
 
 # --- Sanity checks of the route table against the contract ------------------------------------
@@ -447,8 +458,7 @@ async def test_user_role_on_admin_route_is_403(
     signup_app: FastAPI, http: AsyncClient, victim: Victim, endpoint: Endpoint
 ) -> None:
     """An activated member with the `user` role of the same team is 403 and changes nothing."""
-    member = await add_member(http, victim.admin, "user")
-    await assert_refused(signup_app, http, endpoint, victim, member, 403, "FORBIDDEN")
+    await assert_refused(signup_app, http, endpoint, victim, victim.member, 403, "FORBIDDEN")
 
 
 @pytest.mark.parametrize("endpoint", TEAM_SCOPED)
@@ -456,8 +466,7 @@ async def test_other_teams_admin_gets_404(
     signup_app: FastAPI, http: AsyncClient, victim: Victim, endpoint: Endpoint
 ) -> None:
     """Another team's admin using this team's real ids is 404 and changes nothing."""
-    outsider = await signup_team(http, team_name="Outsider Team")
-    await assert_refused(signup_app, http, endpoint, victim, outsider, 404, "NOT_FOUND")
+    await assert_refused(signup_app, http, endpoint, victim, victim.outsider, 404, "NOT_FOUND")
 
 
 @pytest.mark.parametrize("endpoint", REFUSABLE)
@@ -470,16 +479,20 @@ async def test_control_victims_admin_is_allowed_the_same_request(
 
 
 @pytest.fixture
-async def key_victim(http: AsyncClient) -> Victim:
+async def key_victim(http: AsyncClient, signup_app: FastAPI) -> Victim:
     """A team with only its admin: the API-key cases are refused by the authentication itself,
     before any id in the path is looked up, so the ids are random ones."""
-    admin = await setup_instance(http, team_name="Key Team")
-    names = {name for endpoint in ENDPOINTS for name in endpoint.path_parameters}
-    return Victim(
-        admin=admin,
-        path_ids={name: str(uuid.uuid4()) for name in names},
-        spare_image_url="http://127.0.0.1:9/unused.png",
-    )
+
+    async def build() -> Victim:
+        admin = await setup_instance(http, team_name="Key Team")
+        names = {name for endpoint in ENDPOINTS for name in endpoint.path_parameters}
+        return Victim(
+            admin=admin,
+            path_ids={name: str(uuid.uuid4()) for name in names},
+            spare_image_url="http://127.0.0.1:9/unused.png",
+        )
+
+    return await remembered_world(signup_app, "key victim", build)
 
 
 async def admin_key(

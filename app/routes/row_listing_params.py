@@ -64,7 +64,7 @@ PixelBound = Annotated[
 ImageFormat = Literal["png", "jpeg", "gif", "webp", "bmp", "tiff", "avif", "heif"]
 
 
-def row_filters(
+async def row_filters(
     filter: Annotated[list[str] | None, Query(description=FILTER_DESCRIPTION)] = None,
     q: Annotated[
         SearchText | None,
@@ -149,7 +149,7 @@ class ListingRequest:
     timeout: float
 
 
-def listing_request(
+async def listing_request(
     params: PageDep,
     filters: RowFiltersDep,
     data_keys: DataKeysDep,

@@ -81,13 +81,14 @@ async def _without_triggers(engine: AsyncEngine, statements: list[str]) -> bool:
 
 
 async def empty_tables(engine: AsyncEngine) -> None:
-    """Delete every row of `TABLES`, so that the next test starts from an empty database.
+    """Empty every table of `TABLES`, so that the next test starts from an empty database.
 
     The rows are deleted with triggers and foreign-key checks off (`session_replication_role =
     replica`, for this transaction only): the tables hold a few rows after most tests, and
     `TRUNCATE` of 19 tables costs ~90 ms however few rows they hold (it replaces every table's and
-    index's files), against ~2 ms for the deletes. A role that may not turn them off gets
-    `TRUNCATE ... CASCADE` instead.
+    index's files), against ~2 ms for the deletes. Deleted rows leave the files as large as they
+    grew, though: a test of query plans starts with `tests.helpers.truncate_rows_tables`. A role
+    that may not turn triggers off gets `TRUNCATE ... CASCADE` instead.
     """
     if not await _without_triggers(engine, [f"DELETE FROM {table}" for table in TABLES]):
         async with engine.begin() as conn:

@@ -229,7 +229,7 @@ async def test_client_disconnect_mid_export_releases_the_connection(
         admin = await setup_instance(http)
         schema = await create_schema(http, admin)
         dataset = await create_dataset(http, admin, schema["id"])
-        await insert_rows(application, dataset["id"], 20000, status="reviewed", url=BULKY_URL)
+        await insert_rows(application, dataset["id"], 20000, status="'reviewed'", url=BULKY_URL)
         path = f"/api/v1/datasets/{dataset['id']}/rows/export"
         async with http.stream("GET", path, headers=admin.headers) as response:
             assert response.status_code == 200

@@ -61,7 +61,7 @@ async def _large_export_path(application: FastAPI, http: AsyncClient, admin: Acc
     """The export path of a dataset of 20,000 reviewed rows of 2 KiB each (about 40 MB of CSV,
     more than the socket buffers hold)."""
     dataset_id = await _new_dataset(http, admin)
-    await insert_rows(application, dataset_id, 20000, status="reviewed", url=BULKY_URL)
+    await insert_rows(application, dataset_id, 20000, status="'reviewed'", url=BULKY_URL)
     return _export_of(dataset_id)
 
 

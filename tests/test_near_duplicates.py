@@ -22,6 +22,7 @@ from tests.helpers import (
     fetch_all,
     fetch_value,
     recorded_queries,
+    truncate_rows_tables,
     vacuum_analyze,
 )
 from tests.image_server import ImageServer, scene
@@ -132,6 +133,7 @@ async def test_searches_read_only_the_band_indexes(
     """The similar search is planned as index-only scans of the four band indexes (the
     planner would read the table for long probe lists), and the planner settings it uses do
     not outlive it."""
+    await truncate_rows_tables(app)
     (row,) = await add_scenes(client, catalog, image_server, scene(41))
     await vacuum_analyze(app)
     with recorded_queries(app) as queries:

@@ -21,6 +21,7 @@ from tests.helpers import (
     insert_row,
     insert_rows,
     recorded_queries,
+    truncate_rows_tables,
     vacuum_analyze,
 )
 
@@ -232,6 +233,7 @@ async def test_claim_rejects_bad_requests_and_claims_nothing(
 async def test_a_claim_reads_its_partial_indexes_not_every_leased_row(
     app: FastAPI, client: AsyncClient, catalog: Catalog
 ) -> None:
+    await truncate_rows_tables(app)
     await insert_rows(app, catalog.dataset["id"], 3000)
     await claim(client, catalog, catalog.member, count=50)
     await vacuum_analyze(app)

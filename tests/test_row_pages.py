@@ -20,6 +20,7 @@ from tests.helpers import (
     insert_row,
     insert_rows,
     recorded_queries,
+    truncate_rows_tables,
     vacuum_analyze,
 )
 
@@ -197,6 +198,7 @@ async def large_catalog(app: FastAPI, catalog: Catalog) -> Catalog:
     on a live installation; before it, the planner prices a trigram search as a scan of them.
     """
     fields = catalog.ids
+    await truncate_rows_tables(app)
     await insert_rows(
         app,
         catalog.dataset["id"],

@@ -15,7 +15,6 @@ keeps it from running twice at once.
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,10 +37,8 @@ from app.models.user import User
 from app.services import dataset_service
 from app.services.image_columns import image_array_params, image_arrays
 from app.services.image_fetch import FetchedImage, ImageFetcher
-from app.services.job_queue import IMAGE_BACKFILL, enqueue, running_alone
+from app.services.job_queue import IMAGE_BACKFILL, enqueue, run_job
 from app.services.team_scope import get_owned, page_where
-
-logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 100
 """Rows fetched, then written in one transaction."""
@@ -270,25 +267,26 @@ async def run(job: Job, resources: Any) -> None:
     before the backfill is marked `failed`.
     """
     backfill_id = uuid.UUID((job.payload or b"").decode())
-    async with running_alone(
-        resources.engine,
-        slot_key(BACKFILL_LOCK, backfill_id, 0),
-        retry_after=resources.settings.job_heartbeat_timeout,
-        what="the backfill",
-    ):
-        async with resources.sessionmaker() as session:
-            try:
-                await _backfill(
-                    session,
-                    resources.fetcher,
-                    backfill_id,
-                    concurrency=resources.settings.import_concurrency,
-                )
-            except _Stopped:
-                await session.rollback()
-            except Exception:
-                await session.rollback()
-                if job.attempts >= RETRIES:
-                    logger.exception("Image backfill %s failed", backfill_id)
-                    await _finish(session, backfill_id, "failed", UNEXPECTED)
-                raise
+
+    async def work(session: AsyncSession) -> None:
+        await _backfill(
+            session,
+            resources.fetcher,
+            backfill_id,
+            concurrency=resources.settings.import_concurrency,
+        )
+
+    async def fail(session: AsyncSession, reason: str) -> None:
+        await _finish(session, backfill_id, "failed", reason)
+
+    await run_job(
+        job,
+        resources,
+        lock_key=slot_key(BACKFILL_LOCK, backfill_id, 0),
+        what=f"Image backfill {backfill_id}",
+        work=work,
+        fail=fail,
+        retries=RETRIES,
+        unexpected=UNEXPECTED,
+        stopped=_Stopped,
+    )

@@ -53,7 +53,7 @@ from app.services.import_service import (
     run_import,
     text_lines,
 )
-from app.services.job_queue import IMPORT_PART, enqueue, running_alone
+from app.services.job_queue import IMPORT_PART, enqueue, run_job
 from app.services.row_service import field_rules
 from app.services.team_scope import get_owned, page_where
 
@@ -440,31 +440,30 @@ async def run_part(job: Job, resources: Any) -> None:
     that reason; an unexpected error is retried `PART_RETRIES` times before it does.
     """
     ref = PartRef.model_validate_json(job.payload or b"{}")
-    async with running_alone(
-        resources.engine,
-        slot_key(PART_LOCK, ref.job_id, ref.part),
-        retry_after=resources.settings.job_heartbeat_timeout,
-        what="the part",
-    ):
-        async with resources.sessionmaker() as session:
-            try:
-                await _import_part(
-                    session,
-                    resources.fetcher,
-                    ref,
-                    concurrency=resources.settings.import_concurrency,
-                )
-            except JobStopped:
-                await session.rollback()
-            except AppException as error:
-                await session.rollback()
-                await _end_failed(session, ref.job_id, error.message)
-            except Exception:
-                await session.rollback()
-                if job.attempts >= PART_RETRIES:
-                    logger.exception("Import job %s, part %d failed", ref.job_id, ref.part)
-                    await _end_failed(session, ref.job_id, UNEXPECTED)
-                raise
+
+    async def work(session: AsyncSession) -> None:
+        await _import_part(
+            session,
+            resources.fetcher,
+            ref,
+            concurrency=resources.settings.import_concurrency,
+        )
+
+    async def fail(session: AsyncSession, reason: str) -> None:
+        await _end_failed(session, ref.job_id, reason)
+
+    await run_job(
+        job,
+        resources,
+        lock_key=slot_key(PART_LOCK, ref.job_id, ref.part),
+        what=f"Import job {ref.job_id}, part {ref.part}",
+        work=work,
+        fail=fail,
+        retries=PART_RETRIES,
+        unexpected=UNEXPECTED,
+        stopped=JobStopped,
+        refusals=(AppException,),
+    )
 
 
 async def _end_failed(session: AsyncSession, job_id: uuid.UUID, reason: str) -> None:

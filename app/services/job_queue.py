@@ -9,17 +9,21 @@ lost) after `JOB_HEARTBEAT_TIMEOUT` seconds.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import cast
+from typing import Any, cast
 
 import asyncpg
-from pgqueuer import AsyncpgDriver, Queries, RetryRequested
+from pgqueuer import AsyncpgDriver, Job, Queries, RetryRequested
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.common.advisory_slots import TRY_XACT_LOCK
+from app.common.exceptions import AppException
+
+logger = logging.getLogger(__name__)
 
 IMPORT_PART = "import.part"
 """Runs one part of a background import (`import_jobs.run_part`)."""
@@ -68,7 +72,7 @@ async def enqueue(
 
 
 @asynccontextmanager
-async def running_alone(
+async def _running_alone(
     engine: AsyncEngine, key: int, *, retry_after: float, what: str
 ) -> AsyncIterator[None]:
     """Run the block while holding the advisory lock `key` on a connection of its own.
@@ -86,3 +90,48 @@ async def running_alone(
                 delay=timedelta(seconds=retry_after), reason=f"{what} is running on another worker"
             )
         yield
+
+
+async def run_job(
+    job: Job,
+    resources: Any,
+    *,
+    lock_key: int,
+    what: str,
+    work: Callable[[AsyncSession], Awaitable[None]],
+    fail: Callable[[AsyncSession, str], Awaitable[None]],
+    retries: int,
+    unexpected: str,
+    stopped: type[Exception],
+    refusals: tuple[type[AppException], ...] = (),
+) -> None:
+    """Run one queue job's `work` alone, in a session of its own, and end the job when it
+    cannot go on. `resources` is the worker's `WorkerResources`; `what` names the work.
+
+    - Another worker already runs it (the advisory lock `lock_key` is taken): `RetryRequested`,
+      so the queue runs it again after `JOB_HEARTBEAT_TIMEOUT` seconds.
+    - `work` raises `stopped` (the job was cancelled or ended meanwhile): rolled back, done.
+    - `work` raises one of `refusals`: rolled back, and `fail(session, its message)`.
+    - Anything else is rolled back and raised again, so that the queue tries the job again; at
+      the `retries`-th attempt the traceback is logged and `fail(session, unexpected)` runs first.
+    """
+    async with _running_alone(
+        resources.engine,
+        lock_key,
+        retry_after=resources.settings.job_heartbeat_timeout,
+        what=what,
+    ):
+        async with resources.sessionmaker() as session:
+            try:
+                await work(session)
+            except stopped:
+                await session.rollback()
+            except refusals as error:
+                await session.rollback()
+                await fail(session, error.message)
+            except Exception:
+                await session.rollback()
+                if job.attempts >= retries:
+                    logger.exception("%s failed", what)
+                    await fail(session, unexpected)
+                raise

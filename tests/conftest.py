@@ -137,7 +137,7 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
     return make_settings()
 
 
-async def _truncate(app: FastAPI) -> None:
+async def empty_app_tables(app: FastAPI) -> None:
     """Empty every table, once the app's queue worker (if any) has stopped using them."""
     if app.state.stop_worker is not None:
         await app.state.stop_worker()
@@ -180,7 +180,7 @@ async def running_app(
                 yield application
             finally:
                 if truncate:
-                    await _truncate(application)
+                    await empty_app_tables(application)
     finally:
         if reuse:
             idle.append(application)

@@ -208,7 +208,7 @@ async def _insert_rows(database_url: str, dataset_id: str, data: dict[str, Any])
     return [str(row_id) for row_id in row_ids]
 
 
-async def _truncate(database_url: str) -> None:
+async def _empty_tables(database_url: str) -> None:
     engine = create_engine(database_url)
     try:
         await empty_tables(engine)
@@ -258,7 +258,7 @@ def fuzzing(database_url: str) -> Iterator[Fuzzing]:
         finally:
             _state = None
             asgi.shutdown_lifespans()
-            asyncio.run(_truncate(database_url))
+            asyncio.run(_empty_tables(database_url))
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import FastAPI
 
-from tests.conftest import _truncate
+from tests.conftest import empty_app_tables
 
 
 @asynccontextmanager
@@ -38,7 +38,7 @@ async def serve_app(application: FastAPI, *, lifespan: bool = True) -> AsyncIter
         yield f"http://127.0.0.1:{port}"
     finally:
         if lifespan:
-            await _truncate(application)
+            await empty_app_tables(application)
         server.should_exit = True
         await task
         listener.close()

@@ -15,7 +15,6 @@ Passwords are hashed at `TEST_ARGON2_COST` rather than the service's production 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import TypeVar
@@ -108,9 +107,7 @@ def image_url(image_server: ImageServer) -> Callable[..., str]:
     """Serve an image (a new unique PNG unless bytes are given) and return its URL."""
 
     def serve(data: bytes | None = None) -> str:
-        path = f"/images/{uuid.uuid4().hex}.png"
-        image_server.add_image(path, data if data is not None else unique_png())
-        return image_server.url(path)
+        return image_server.serve(data if data is not None else unique_png())
 
     return serve
 

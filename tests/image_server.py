@@ -26,6 +26,7 @@ import struct
 import sys
 import threading
 import time
+import uuid
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -305,6 +306,15 @@ class ImageServer:
         """Answer `path` with `route`."""
         with self._lock:
             self._routes[path] = route
+
+    def serve(self, data: bytes, **route: Any) -> str:
+        """Serve `data` on a new path of its own and return its URL.
+
+        `route` sets the other fields of the `Route` (`content_type` is `image/png` unless
+        given; a `chunk_size` and `chunk_delay` serve it slowly)."""
+        path = f"/images/{uuid.uuid4().hex}.png"
+        self.add_route(path, Route(body=data, **{"content_type": "image/png", **route}))
+        return self.url(path)
 
     def add_image(self, path: str, data: bytes, content_type: str = "image/png") -> None:
         """Serve `data` with status 200 on `path`."""

@@ -37,17 +37,11 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 FACTS = ("image_width", "image_height", "image_format", "image_bytes", "image_dhash")
 
 
-def serve(image_server: ImageServer, data: bytes, **route: Any) -> str:
-    path = f"/facts/{uuid.uuid4().hex}"
-    image_server.add_route(path, Route(body=data, content_type="image/png", **route))
-    return image_server.url(path)
-
-
 async def test_a_row_shows_the_facts_of_its_image(
     app: FastAPI, client: AsyncClient, catalog: Catalog, image_server: ImageServer
 ) -> None:
     wide = encoded("PNG", "wide", size=(300, 20))
-    row = await create_row(client, catalog, serve(image_server, wide))
+    row = await create_row(client, catalog, image_server.serve(wide))
     expected = describe_image(wide)
     assert {key: row[key] for key in FACTS} == {
         "image_width": 300,
@@ -61,7 +55,7 @@ async def test_a_row_shows_the_facts_of_its_image(
     photo = scene(7, (64, 48), "JPEG")
     changed = await client.patch(
         f"{catalog.rows_path}/{row['id']}",
-        json={"image_url": serve(image_server, photo)},
+        json={"image_url": image_server.serve(photo)},
         headers=catalog.member.headers,
     )
     assert changed.status_code == 200, changed.text
@@ -74,7 +68,7 @@ async def test_bytes_that_only_look_like_an_image_are_refused(
     for fake in (b"\x89PNG\r\n\x1a\n" + b"\x00" * 80, encoded("JPEG", "x", (64, 64))[:200]):
         response = await client.post(
             catalog.rows_path,
-            json={"image_url": serve(image_server, fake)},
+            json={"image_url": image_server.serve(fake)},
             headers=catalog.member.headers,
         )
         body = assert_error(response, 400, "VALIDATION_ERROR")
@@ -85,8 +79,8 @@ async def test_bytes_that_only_look_like_an_image_are_refused(
 async def test_rows_are_filtered_by_size_and_format(
     client: AsyncClient, catalog: Catalog, image_server: ImageServer
 ) -> None:
-    small = await create_row(client, catalog, serve(image_server, encoded("PNG", "s", (40, 30))))
-    large = await create_row(client, catalog, serve(image_server, encoded("JPEG", "l", (400, 300))))
+    small = await create_row(client, catalog, image_server.serve(encoded("PNG", "s", (40, 30))))
+    large = await create_row(client, catalog, image_server.serve(encoded("JPEG", "l", (400, 300))))
 
     async def listed(**params: Any) -> list[str]:
         response = await client.get(
@@ -110,7 +104,7 @@ async def test_exports_carry_the_facts_only_when_asked(
     client: AsyncClient, catalog: Catalog, image_server: ImageServer
 ) -> None:
     data = encoded("PNG", "export", (30, 10))
-    row = await create_row(client, catalog, serve(image_server, data))
+    row = await create_row(client, catalog, image_server.serve(data))
     export = f"/api/v1/datasets/{catalog.dataset['id']}/rows/export"
     params: dict[str, Any] = {"only_reviewed": "false"}
     plain = await client.get(export, params=params, headers=catalog.member.headers)
@@ -150,14 +144,14 @@ async def test_a_backfill_records_the_facts_of_older_rows(
     app: FastAPI, client: AsyncClient, catalog: Catalog, image_server: ImageServer
 ) -> None:
     kept = [
-        await create_row(client, catalog, serve(image_server, scene(seed, (80, 60))))
+        await create_row(client, catalog, image_server.serve(scene(seed, (80, 60))))
         for seed in range(3)
     ]
     moved_path = f"/facts/{uuid.uuid4().hex}"
     image_server.add_image(moved_path, png_bytes("before"))
     moved = await create_row(client, catalog, image_server.url(moved_path))
     image_server.add_image(moved_path, png_bytes("after"))
-    slow = serve(image_server, scene(9, (80, 60)), chunk_size=64, chunk_delay=0.05)
+    slow = image_server.serve(scene(9, (80, 60)), chunk_size=64, chunk_delay=0.05)
     slow_row = await create_row(client, catalog, slow)
     gone_path = f"/facts/{uuid.uuid4().hex}"
     image_server.add_image(gone_path, png_bytes("gone"))
@@ -200,7 +194,7 @@ async def test_a_backfill_resumes_after_its_last_committed_batch_and_runs_once(
     """A backfill picked again after a crash starts after its resume point, and one whose lock
     another worker holds is queued again instead of running twice."""
     for seed in range(50, 54):
-        await create_row(client, catalog, serve(image_server, scene(seed, (60, 45))))
+        await create_row(client, catalog, image_server.serve(scene(seed, (60, 45))))
     await execute(app, f"UPDATE dataset_rows SET {' = NULL, '.join(FACTS)} = NULL")
     ordered = await fetch_all(
         app, "SELECT id, created_at FROM dataset_rows ORDER BY created_at, id"

@@ -28,16 +28,10 @@ from tests.helpers import (
 from tests.image_server import ImageServer, scene
 
 
-def serve(image_server: ImageServer, data: bytes) -> str:
-    path = f"/near/{uuid.uuid4().hex}"
-    image_server.add_image(path, data)
-    return image_server.url(path)
-
-
 async def add_scenes(
     client: AsyncClient, catalog: Catalog, image_server: ImageServer, *images: bytes
 ) -> list[dict[str, Any]]:
-    return [await create_row(client, catalog, serve(image_server, data)) for data in images]
+    return [await create_row(client, catalog, image_server.serve(data)) for data in images]
 
 
 async def test_similar_rows_are_the_near_copies_nearest_first(
@@ -203,10 +197,10 @@ async def test_an_import_can_skip_near_duplicates(
 ) -> None:
     await add_scenes(client, catalog, image_server, scene(21))
     urls = [
-        serve(image_server, scene(21, (100, 75), "JPEG")),
-        serve(image_server, scene(22)),
-        serve(image_server, scene(22, (320, 240))),
-        serve(image_server, scene(23)),
+        image_server.serve(scene(21, (100, 75), "JPEG")),
+        image_server.serve(scene(22)),
+        image_server.serve(scene(22, (320, 240))),
+        image_server.serve(scene(23)),
     ]
     content = "image_url\n" + "\n".join(urls) + "\n"
     body = {"file_content": content, "column_mapping": {"image_url": "image_url"}}

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import io
 import uuid
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 from httpx import AsyncClient
@@ -28,9 +29,9 @@ def picture(width: int, height: int, tag: str) -> bytes:
 
 
 def serve(image_server: ImageServer, data: bytes) -> tuple[str, str]:
-    path = f"/thumb/{uuid.uuid4().hex}.png"
-    image_server.add_image(path, data)
-    return path, image_server.url(path)
+    """Serve `data`; its path (to count the server's requests for it) and its URL."""
+    url = image_server.serve(data)
+    return urlsplit(url).path, url
 
 
 async def test_a_thumbnail_is_made_once_and_kept(

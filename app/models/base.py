@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ConfigDict
-from sqlalchemy import DateTime, TextClause, text
+from sqlalchemy import DateTime, Table, TextClause, text
 from sqlmodel import Field, SQLModel
 
 
@@ -47,6 +47,12 @@ def timestamp_field() -> Any:
 def user_ref_field() -> Any:
     """A nullable reference to the user who created or last changed a record."""
     return Field(default=None, foreign_key="users.id", ondelete="SET NULL", nullable=True)
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core `Table` of a table class, for statements whose rows need no ORM objects."""
+    table: Table = getattr(model, "__table__")
+    return table
 
 
 def lower(column: str) -> TextClause:

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sqlalchemy import Row
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -45,14 +46,15 @@ def keyed_by_name(data: Mapping[str, Any], names: Mapping[str, str]) -> dict[str
 
 async def public_rows(
     session: AsyncSession,
-    rows: Sequence[DatasetRow],
+    rows: Sequence[DatasetRow] | Sequence[Row[Any]],
     *,
     team_id: uuid.UUID,
     dataset_id: uuid.UUID,
     data_keys: DataKeys,
 ) -> list[RowPublic]:
-    """The response shape of `rows` (loaded with their authors, like `WITH_AUTHORS` does), all
-    of one dataset of the caller's team, with `data` keyed as `data_keys` asks.
+    """The response shape of `rows`, all of one dataset of the caller's team, with `data` keyed
+    as `data_keys` asks. The rows are table objects loaded with their authors (as `WITH_AUTHORS`
+    does) or result rows that carry every column and `created_by_email`, `updated_by_email`.
 
     The rows themselves are left as they are (they may still belong to the session).
     """

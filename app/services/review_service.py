@@ -144,9 +144,10 @@ async def claim_rows(
     Raises:
         NotFoundException: when the dataset is not in the caller's team.
     """
-    claimed = await session.exec(
+    connection = await session.connection()
+    claimed = await connection.execute(
         CLAIM,
-        params={
+        {
             "in_dataset": dataset_id,
             "of_team": user.team_id,
             "how_many": count,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 
-from tests.factories import Account, Catalog, add_member
+from tests.factories import Account, Catalog, add_member, create_row
 from tests.helpers import (
     assert_error,
     execute,
@@ -140,6 +141,29 @@ async def test_leases_end_by_release_save_and_expiry(
     assert [row["id"] for row in await claim(client, catalog, other)] == [third]
     assert await release(client, catalog, other) == 2, "all of mine: first and third"
     assert await release(client, catalog, other) == 0
+
+
+@pytest.mark.parametrize("data_keys", ["id", "name"])
+async def test_a_claimed_row_reads_as_the_row_itself_does(
+    client: AsyncClient, catalog: Catalog, image_url: Callable[..., str], data_keys: str
+) -> None:
+    created = await create_row(client, catalog, image_url(), catalog.data(note="a cat"))
+    claimed = await client.post(
+        f"{catalog.rows_path}/queue/claim?data_keys={data_keys}",
+        json={"count": 5},
+        headers=catalog.admin.headers,
+    )
+    assert claimed.status_code == 200, claimed.text
+    [row] = claimed.json()["items"]
+    read = await client.get(
+        f"{catalog.rows_path}/{created['id']}?data_keys={data_keys}",
+        headers=catalog.admin.headers,
+    )
+    assert row == read.json()
+    assert row["created_by_email"] == row["updated_by_email"] == catalog.member.email
+    assert row["claimed_by"] == catalog.admin.id
+    named = {"note": "a cat", "verified": False}
+    assert row["data"] == (named if data_keys == "name" else catalog.data(**named))
 
 
 async def test_stats_count_reviewed_rows_per_reviewer_and_active_leases(

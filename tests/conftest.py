@@ -14,7 +14,10 @@ Passwords are hashed at `TEST_ARGON2_COST` rather than the service's production 
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import TypeVar
@@ -46,6 +49,35 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     finishing alone at the end of the run. The order is otherwise kept.
     """
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Keep the garbage collector's passes off the objects that live all session.
+
+    Once the tests are collected, everything alive (modules, classes, the collected items:
+    ~370,000 objects per worker) is moved out of the collector's reach (`gc.freeze`), and young
+    objects are collected in larger batches. In a full run each xdist worker had spent 6-8.5 s
+    of its ~100 s in the collector, mostly in full passes over those objects; now 3.5-5.5 s.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(5_000, 20, 20)
+
+
+def _exit_without_teardown() -> None:
+    """End an xdist worker at once, without the interpreter's teardown of its objects.
+
+    The run waits for its workers to exit, and tearing down what a worker accumulated over a
+    full run took up to 3 s. It is registered when this module is imported, so every exit
+    handler registered later (the embedded PostgreSQL's, the test modules') runs before it.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    atexit.register(_exit_without_teardown)
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 
 from app.common import security
-from tests.conftest import make_client, running_app
+from tests.apps import make_client, running_app
 from tests.factories import add_member, bearer_token, setup_instance
 from tests.helpers import assert_error, cookie_attributes, fetch_value
 

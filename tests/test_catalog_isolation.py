@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from tests.conftest import make_client, running_app
+from tests.apps import make_client, running_app
 from tests.factories import create_dataset, create_schema, setup_instance, signup_team
 from tests.helpers import assert_error, fetch_all
 

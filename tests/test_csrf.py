@@ -33,7 +33,7 @@ from app.common.settings import (
     load_settings,
 )
 from app.main import create_app
-from tests.conftest import make_client, running_app
+from tests.apps import make_client, running_app
 from tests.factories import setup_instance
 from tests.helpers import assert_error, fetch_value
 

@@ -8,7 +8,7 @@ import uuid
 from fastapi import FastAPI
 from httpx import AsyncClient
 
-from tests.conftest import make_client
+from tests.apps import make_client
 from tests.factories import add_member, create_dataset, create_schema, setup_instance
 from tests.helpers import assert_error, count_statements, execute, fetch_value, insert_row
 

@@ -19,7 +19,7 @@ from httpx import AsyncClient
 
 from app.common.settings import Settings
 from app.main import create_app
-from tests.conftest import make_client
+from tests.apps import make_client
 from tests.uvicorn_server import serve_app
 
 DOC_PAGES = ("/api/docs", "/api/redoc")

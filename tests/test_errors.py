@@ -18,7 +18,7 @@ from app.common.body_limit import DEFAULT_MAX_BODY_BYTES
 from app.common.pagination import Page, PageDep
 from app.common.settings import Settings
 from app.routes.deps import SessionDep
-from tests.conftest import running_app
+from tests.apps import running_app
 
 
 class ProbeBody(BaseModel):

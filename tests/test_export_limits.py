@@ -23,7 +23,7 @@ import app.main
 from app.common import database
 from app.main import create_app
 from app.services import export_slots
-from tests.conftest import make_client, running_app
+from tests.apps import make_client, running_app
 from tests.factories import Account, add_member, create_dataset, create_schema, setup_instance
 from tests.helpers import BULKY_URL, assert_error, fetch_value, insert_rows
 from tests.uvicorn_server import serve_app

@@ -23,7 +23,7 @@ from httpx import AsyncClient
 
 from app.common.settings import Settings
 from app.services.import_service import BATCH_SIZE
-from tests.conftest import running_app
+from tests.apps import running_app
 from tests.factories import Catalog
 from tests.helpers import fetch_value
 from tests.image_server import ImageServer, unique_png

@@ -24,7 +24,7 @@ from fastapi import FastAPI
 from httpx import ASGITransport
 
 from app.main import create_app
-from tests.conftest import BASE_URL
+from tests.apps import BASE_URL
 from tests.factories import DEFAULT_PASSWORD, unique_email
 
 GENERATOR = str(Path(sys.executable).with_name("openapi-python-client"))

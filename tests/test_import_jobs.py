@@ -18,7 +18,7 @@ from app.common.settings import Settings
 from app.routes.import_upload import printable_name
 from app.services import import_jobs, import_parts
 from app.services.import_service import BATCH_SIZE
-from tests.conftest import running_app
+from tests.apps import running_app
 from tests.factories import Catalog, ImageUrl, add_member, remove_field, signup_team
 from tests.helpers import assert_error, fetch_all, fetch_value
 from tests.image_server import ImageServer, scene, unique_png

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from httpx import AsyncClient, Response
 
 from app.services import import_service
-from tests.conftest import make_client, running_app
+from tests.apps import make_client, running_app
 from tests.factories import (
     Catalog,
     ImageUrl,

@@ -20,7 +20,7 @@ from app.common.advisory_slots import slot_key
 from app.common.database import asyncpg_dsn
 from app.common.settings import Settings
 from app.services.import_slots import IMPORT_SLOT, RETRY_AFTER_SECONDS
-from tests.conftest import make_client, running_app
+from tests.apps import make_client, running_app
 from tests.factories import Account, Catalog, create_dataset, create_schema, setup_instance
 from tests.helpers import assert_error, fetch_value
 

@@ -33,7 +33,7 @@ from httpx import AsyncClient, Response
 from app.common.settings import Settings
 from app.main import API_PREFIX, create_app
 from app.routes.deps import get_authenticated_user, get_current_admin
-from tests.conftest import make_client, remembered_world, running_app
+from tests.apps import make_client, remembered_world, running_app
 from tests.database import TABLES
 from tests.factories import (
     DEFAULT_PASSWORD,

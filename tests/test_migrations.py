@@ -30,7 +30,7 @@ from app.common.migrations import (
 )
 from app.common.security import hash_password
 from app.common.settings import Settings
-from tests.conftest import make_client, running_app
+from tests.apps import make_client, running_app
 
 FIRST_RELEASE_SCHEMA = Path(__file__).parent / "fixtures" / "schema_0_1_0.sql"
 PASSWORD = "first-release-password"

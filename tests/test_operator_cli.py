@@ -25,8 +25,8 @@ from httpx import AsyncClient
 from app.common.database import asyncpg_dsn
 from app.common.migrations import head_revision
 from app.common.settings import Settings
+from tests.apps import make_client, running_app
 from tests.command_runner import run_command
-from tests.conftest import make_client, running_app
 from tests.factories import (
     DEFAULT_PASSWORD,
     add_member,

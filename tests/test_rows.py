@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient, Response
 
-from tests.conftest import make_client
+from tests.apps import make_client
 from tests.factories import (
     Catalog,
     ImageUrl,
@@ -255,7 +255,7 @@ async def test_oversized_image_returns_413(
     make_settings: Any, image_server: ImageServer, limit: dict[str, int], image: bytes, message: str
 ) -> None:
     """An image over `IMAGE_MAX_BYTES`, or (read from its header) over `IMAGE_MAX_PIXELS`."""
-    from tests.conftest import running_app
+    from tests.apps import running_app
 
     image_server.add_image("/big.png", image)
     async with running_app(make_settings(**limit)) as application:
@@ -276,7 +276,7 @@ async def test_oversized_image_returns_413(
 async def test_private_address_refused_without_contacting_it(
     make_settings: Any, image_server: ImageServer
 ) -> None:
-    from tests.conftest import running_app
+    from tests.apps import running_app
 
     async with running_app(make_settings(allow_private_image_urls=False)) as application:
         async with make_client(application) as http:

@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 
-from tests.conftest import make_client, running_app
+from tests.apps import make_client, running_app
 from tests.factories import (
     Catalog,
     ImageUrl,

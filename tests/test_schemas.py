@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 
-from tests.conftest import make_client
+from tests.apps import make_client
 from tests.factories import (
     SAMPLE_FIELDS,
     add_member,

@@ -22,7 +22,7 @@ from app.common.security import (
     password_hasher,
     verify_password,
 )
-from tests.conftest import TEST_ARGON2_COST
+from tests.apps import TEST_ARGON2_COST
 
 OWASP_PREFIX = "$argon2id$v=19$m=19456,t=2,p=1$"
 """Argon2id with OWASP's minimum recommended parameters: 19 MiB, 2 iterations, 1 lane."""

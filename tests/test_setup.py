@@ -7,7 +7,7 @@ import asyncio
 from fastapi import FastAPI
 from httpx import AsyncClient
 
-from tests.conftest import make_client
+from tests.apps import make_client
 from tests.factories import DEFAULT_PASSWORD, setup_instance, unique_email
 from tests.helpers import assert_error, cookie_attributes, fetch_all, fetch_value
 

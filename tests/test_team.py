@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 
-from tests.conftest import make_client, running_app
+from tests.apps import make_client, running_app
 from tests.factories import DEFAULT_PASSWORD, add_member, setup_instance, signup_team, unique_email
 from tests.helpers import assert_error, cookie_attributes, fetch_all, fetch_value
 

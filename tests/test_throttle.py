@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from httpx import AsyncClient, Response
 
 from app.services.login_throttle import MAX_FAILURES_PER_CLIENT, MAX_FAILURES_PER_EMAIL
-from tests.conftest import make_client, running_app
+from tests.apps import make_client, running_app
 from tests.factories import Account, setup_instance, unique_email
 from tests.helpers import assert_error, fetch_value
 

@@ -12,7 +12,7 @@ import jwt
 from fastapi import FastAPI
 from httpx import AsyncClient
 
-from tests.conftest import TEST_SECRET
+from tests.apps import TEST_SECRET
 from tests.factories import add_member, setup_instance
 from tests.helpers import assert_error
 

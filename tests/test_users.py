@@ -9,7 +9,7 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 
-from tests.conftest import make_client
+from tests.apps import make_client
 from tests.factories import Account, add_member, bearer_token, setup_instance, unique_email
 from tests.helpers import assert_error, execute, fetch_all, fetch_value
 

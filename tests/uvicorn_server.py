@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import FastAPI
 
-from tests.conftest import empty_app_tables
+from tests.apps import empty_app_tables
 
 
 @asynccontextmanager

@@ -29,11 +29,15 @@ def pytest_configure(config: pytest.Config) -> None:
     """Load the fixtures (`tests.app_fixtures`) into every process that runs tests.
 
     The xdist controller runs none: it starts the workers and hands tests out. Left without
-    the fixtures, it does not import the application (~1.3 s), and the workers start that
+    the fixtures, it does not import the application (~1.2 s), and the workers start that
     much sooner.
     """
+    if hasattr(config, "workerinput"):
+        atexit.register(_exit_without_teardown)
+    listing = config.getoption("showfixtures") or config.getoption("show_fixtures_per_test")
     controller = (
-        not hasattr(config, "workerinput")
+        not listing
+        and not hasattr(config, "workerinput")
         and not config.getoption("collectonly")
         and config.getoption("dist", "no") != "no"
         and bool(config.getoption("tx", None))
@@ -69,16 +73,13 @@ def _exit_without_teardown() -> None:
     """End an xdist worker at once, without the interpreter's teardown of its objects.
 
     The run waits for its workers to exit, and tearing down what a worker accumulated over a
-    full run took up to 3 s. It is registered when this module is imported, so every exit
-    handler registered later (the embedded PostgreSQL's, the test modules') runs before it.
+    full run took up to 3 s. It is registered when the worker is configured, so every exit
+    handler registered later (the embedded PostgreSQL's, the test modules') runs before it;
+    results have already reached the controller over xdist's channel.
     """
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
-
-
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    atexit.register(_exit_without_teardown)
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:

@@ -1,6 +1,6 @@
 """Password hashing: the service's production Argon2id cost, and hashes of any cost verifying.
 
-The rest of the suite hashes at the cheap `TEST_ARGON2_COST` (see conftest.py); these tests are
+The rest of the suite hashes at the cheap `TEST_ARGON2_COST` (see tests/apps.py); these tests are
 where the production cost is exercised.
 """
 

@@ -148,6 +148,12 @@ async def test_a_claimed_row_reads_as_the_row_itself_does(
     client: AsyncClient, catalog: Catalog, image_url: Callable[..., str], data_keys: str
 ) -> None:
     created = await create_row(client, catalog, image_url(), catalog.data(note="a cat"))
+    edited = await client.patch(
+        f"{catalog.rows_path}/{created['id']}",
+        json={"data": catalog.data(note="a grey cat")},
+        headers=catalog.admin.headers,
+    )
+    assert edited.status_code == 200 and edited.json()["status"] == "pending", edited.text
     claimed = await client.post(
         f"{catalog.rows_path}/queue/claim?data_keys={data_keys}",
         json={"count": 5},
@@ -160,9 +166,10 @@ async def test_a_claimed_row_reads_as_the_row_itself_does(
         headers=catalog.admin.headers,
     )
     assert row == read.json()
-    assert row["created_by_email"] == row["updated_by_email"] == catalog.member.email
+    assert row["created_by_email"] == catalog.member.email
+    assert row["updated_by_email"] == catalog.admin.email
     assert row["claimed_by"] == catalog.admin.id
-    named = {"note": "a cat", "verified": False}
+    named = {"note": "a grey cat", "verified": False}
     assert row["data"] == (named if data_keys == "name" else catalog.data(**named))
 
 
